@@ -1,0 +1,3 @@
+from avcc_stream.cli import main
+
+raise SystemExit(main())
