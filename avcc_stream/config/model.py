@@ -1,0 +1,49 @@
+"""Which model counts, and where it runs."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+
+from avcc_stream.config.common import StrictModel
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class ModelSettings(StrictModel):
+    checkpoint: str = Field(
+        default="builtin:cc-av-lowres",
+        title="Audio-visual checkpoint: a path or builtin:<preset>",
+    )
+    fallback_checkpoint: str | None = Field(
+        default="builtin:cc-v-lowres",
+        title="Vision-only checkpoint for windows without usable audio (null: use checkpoint)",
+    )
+    device: str | list[str] = Field(
+        default="auto", title="auto, cpu, cuda, cuda:N, mps, or a list of devices"
+    )
+    amp: bool = Field(default=True, title="Mixed precision on CUDA")
+
+    @field_validator("checkpoint", "fallback_checkpoint")
+    @classmethod
+    def _non_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("expected a checkpoint path or builtin:<preset>, got an empty string")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str | list[str]) -> str | list[str]:
+        devices = [value] if isinstance(value, str) else value
+        if not devices:
+            raise ValueError("expected at least one device")
+        for device in devices:
+            if not DEVICE_PATTERN.fullmatch(device):
+                raise ValueError(f"unknown device {device!r}: expected auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @property
+    def devices(self) -> list[str]:
+        """The configured devices as a list (`auto` is resolved by the inference pool)."""
+        return [self.device] if isinstance(self.device, str) else list(self.device)
