@@ -70,7 +70,7 @@ class AlertSettings(StrictModel):
         default=0.0, ge=0, title="A level is raised only after it has held this long"
     )
     cooldown_s: float = Field(
-        default=0.0, ge=0, title="After a level clears, it is not raised again for this long"
+        default=0.0, ge=0, title="A level is not raised again within this long of its previous raise"
     )
     surge: SurgeSettings = Field(default_factory=SurgeSettings, title="Rate-of-change alert")
 
