@@ -1,0 +1,36 @@
+"""Cross-modality co-attention (paper section 3.4, Eq. 11) and the density map (section 3.5).
+
+Eq. 11 taken literally is degenerate: A_EXTD repeats A in every column, so every row of
+AV_ATTD A_EXTD is constant and the softmax uniform. model.md reads it as
+    DM_PRE = softmax(AV_ATTD K / sqrt(Z)) V,   K = (V + A)^T   (K = V^T for CC-V),
+so each patch's output is a convex combination of the patches' V rows, non-negative like V.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class CoAttention(nn.Module):
+    """DM_PRE (B x P x Z) from AV_ATTD, V and optionally A."""
+
+    def __init__(self, embed_dim: int) -> None:
+        super().__init__()
+        self.scale = 1.0 / math.sqrt(embed_dim)
+
+    def forward(self, attended: torch.Tensor, visual: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
+        keys = visual if audio is None else visual + audio.unsqueeze(1)  # K^T: B x P x Z
+        weights = torch.softmax(attended @ keys.transpose(1, 2) * self.scale, dim=-1)  # B x P x P
+        return weights @ visual
+
+
+def tile_patch_maps(per_patch: torch.Tensor, grid: tuple[int, int], submap: tuple[int, int]) -> torch.Tensor:
+    """B x P x Z -> B x 1 x (rows * sub_h) x (cols * sub_w): each patch's Z values as its sub-map, in place."""
+    rows, cols = grid
+    sub_h, sub_w = submap
+    batch = per_patch.shape[0]
+    tiles = per_patch.reshape(batch, rows, cols, sub_h, sub_w).permute(0, 1, 3, 2, 4)
+    return tiles.reshape(batch, 1, rows * sub_h, cols * sub_w)

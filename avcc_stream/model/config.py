@@ -1,0 +1,268 @@
+"""One configuration object for every network of the model area: presets and ablations are data.
+
+A `ModelConfig` says which architecture to build (the paper's CC network, CSRNet or
+AudioCSRNet), at which input size, with which patch grid and embedding size, and which parts of
+CC-AV are switched off. Every other shape is derived from these fields, so a low-resolution
+model, a vision-only model or one of Table 3's ablations is a different config, never a fork of
+the code. `to_dict()` / `from_dict()` round-trip through JSON; checkpoints store that dict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Architecture = Literal["cc", "csrnet", "audiocsrnet"]
+AudioBackbone = Literal["vggish", "vggish-conv"]
+
+# The VGGish convention: one second at 16 kHz is one 96 x 64 log-mel patch.
+AUDIO_SAMPLE_RATE = 16_000
+AUDIO_SECONDS = 1.0
+
+# Downsampling factor of CSRNet's VGG-16 front end (three 2x2 max-pools).
+CSRNET_STRIDE = 8
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to build one network; JSON-safe and immutable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field("cc-av", title="preset this config came from (kept when fields are overridden)")
+    architecture: Architecture = Field("cc", title="cc (CC-AV / CC-V), csrnet or audiocsrnet")
+    input_size: tuple[int, int] = Field((1024, 576), title="(width, height) of the input image")
+    grid: tuple[int, int] = Field((8, 8), title="(rows, columns) of the patch grid, P = rows * columns")
+
+    # --- CC network: visual feature extractor (paper section 3.2) ---
+    embed_dim: int = Field(144, title="Z, the per-patch embedding size (also the sub-map pixel count)")
+    stem_stride: Literal[1, 2, 4] = Field(
+        4, title="total downsampling of the two 3x3 stem convs (4 = stride 2 each; 1 in low-res)"
+    )
+    branch_channels: tuple[int, int, int] = Field((32, 64, 128), title="channels of S1, S2, S3")
+    units_per_block: int = Field(4, ge=1, title="bottleneck units per residual-structure (RS) block")
+    num_stages: int = Field(3, ge=2, title="RS stages; the first has S1, S2, later ones S1, S2, S3")
+    merge_channels: int = Field(256, title="channels after merging the branches")
+    submap_size: tuple[int, int] | None = Field(
+        None, title="(h, w) each patch's Z values are reshaped to; None derives it from Z and the patch aspect"
+    )
+    fusion_temperature: Literal["sqrt_tokens", "tokens"] = Field(
+        "sqrt_tokens", title="inter-branch attention logits divided by sqrt(N) (model.md) or by N"
+    )
+
+    # --- audio feature extractor (paper section 3.1) ---
+    audio_backbone: AudioBackbone = Field(
+        "vggish-conv",
+        title="vggish: full VGGish with its 3 fc layers (~72 M params); vggish-conv: its conv "
+        "stack, global average pool and Linear(512 -> 128)",
+    )
+    audio_channels: tuple[int, int, int, int] = Field(
+        (64, 128, 256, 512), title="VGGish conv widths; converted VGGish weights need the default"
+    )
+    audio_embed_dim: int = Field(128, title="size of the audio CNN's embedding before Linear(-> Z)")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, title="dropout after the linear layers (paper section 4)")
+
+    # --- ablations (paper Table 3 and ours); see ABLATIONS below for what replaces each part ---
+    use_audio: bool = Field(True, title="False: CC-V, no audio anywhere")
+    use_audio_in_fusion: bool = Field(True, title="Linear(A) term in the three-branch fusions")
+    use_inter_branch_fusion: bool = Field(True, title="the Eq. 2-4 fusions between branches")
+    use_multi_branch: bool = Field(True, title="False: only the S1 branch")
+    use_avt: bool = Field(True, title="the audio-visual transformer (PIR, PCE, AV_ATTD)")
+    use_pir_branch: bool = Field(True, title="the PIR stream of the AVT")
+    use_pce_branch: bool = Field(True, title="the PCE stream of the AVT")
+    use_ccm: bool = Field(True, title="the co-attention module (Eq. 11)")
+    use_pir_pce_losses: bool = Field(True, title="supervise PIR and PCE (Eq. 8, 10)")
+
+    # --- losses (Eq. 13) ---
+    loss_weight_pir: float = Field(1.0, ge=0.0)
+    loss_weight_pce: float = Field(1.0, ge=0.0)
+    loss_weight_dm: float = Field(1.0, ge=0.0)
+    density_loss_scale: float = Field(
+        1.0, gt=0.0, title="both maps multiplied by this before Eq. 12 (DISCO code's LOG_PARA is 100)"
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ModelConfig:
+        width, height = self.input_size
+        rows, cols = self.grid
+        if min(width, height, rows, cols) <= 0:
+            raise ValueError(f"input_size {self.input_size} and grid {self.grid} must be positive")
+        if width % cols or height % rows:
+            raise ValueError(
+                f"input_size {self.input_size} (width, height) must split into whole-pixel patches "
+                f"on grid {self.grid} (rows, columns)"
+            )
+        if self.architecture != "cc":
+            if width % CSRNET_STRIDE or height % CSRNET_STRIDE:
+                raise ValueError(f"{self.architecture} needs input_size divisible by {CSRNET_STRIDE}, got {self.input_size}")
+            if self.use_audio != (self.architecture == "audiocsrnet"):
+                raise ValueError(f"architecture {self.architecture} requires use_audio={self.architecture == 'audiocsrnet'}")
+            return self
+        # The merge works at 1/2 of S3, i.e. 1/8 of the stem output.
+        merge_stride = self.stem_stride * 8
+        if width % merge_stride or height % merge_stride:
+            raise ValueError(
+                f"input_size {self.input_size} must be divisible by stem_stride * 8 = {merge_stride}"
+            )
+        if self.use_audio_in_fusion and not self.use_audio:
+            raise ValueError("use_audio_in_fusion=True requires use_audio=True (CC-V has no audio)")
+        if self.use_avt and not (self.use_pir_branch or self.use_pce_branch):
+            raise ValueError("an AVT without both PIR and PCE branches is use_avt=False")
+        if self.use_audio and not (self.audio_reaches_fusion or self.use_avt or self.use_ccm):
+            raise ValueError("use_audio=True but no part of the network uses the audio; set use_audio=False")
+        if self.submap_size is not None and self.submap_size[0] * self.submap_size[1] != self.embed_dim:
+            raise ValueError(f"submap_size {self.submap_size} must hold embed_dim={self.embed_dim} values")
+        return self
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A preset by name (see `PRESETS`), with any field overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; available: {', '.join(PRESETS)}")
+        return cls.from_dict({"name": name, **PRESETS[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of `to_dict`; unknown keys and bad values raise ValueError naming the key."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ValueError(f"invalid model config: {problems}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (tuples become lists)."""
+        return self.model_dump(mode="json")
+
+    # ------------------------------------------------------------------ derived shapes
+    @property
+    def uses_audio(self) -> bool:
+        """Whether forward() needs the B x 16000 waveform."""
+        return self.use_audio
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        """(width, height) of one patch in input pixels."""
+        return self.input_size[0] // self.grid[1], self.input_size[1] // self.grid[0]
+
+    @property
+    def audio_reaches_fusion(self) -> bool:
+        return self.use_audio and self.use_audio_in_fusion and self.use_inter_branch_fusion and self.use_multi_branch
+
+    @property
+    def active_submap_size(self) -> tuple[int, int]:
+        """(h, w) of the sub-map one patch's Z values are reshaped to (model.md, CCM section)."""
+        if self.submap_size is not None:
+            return self.submap_size
+        return _factor_closest_to_aspect(self.embed_dim, self.patch_size[0] / self.patch_size[1])
+
+    @property
+    def density_size(self) -> tuple[int, int]:
+        """(h, w) of the returned density map."""
+        width, height = self.input_size
+        if self.architecture != "cc":
+            return height // CSRNET_STRIDE, width // CSRNET_STRIDE
+        sub_h, sub_w = self.active_submap_size
+        return self.grid[0] * sub_h, self.grid[1] * sub_w
+
+    @property
+    def audio_num_samples(self) -> int:
+        return int(AUDIO_SAMPLE_RATE * AUDIO_SECONDS)
+
+    @property
+    def has_pir(self) -> bool:
+        return self.architecture == "cc" and self.use_avt and self.use_pir_branch
+
+    @property
+    def has_pce(self) -> bool:
+        return self.architecture == "cc" and self.use_avt and self.use_pce_branch
+
+
+def _factor_closest_to_aspect(count: int, aspect: float) -> tuple[int, int]:
+    """(h, w) with h * w == count and w / h as close as possible to `aspect` (144, 16/9 -> 9 x 16)."""
+    pairs = [(h, count // h) for h in range(1, count + 1) if count % h == 0]
+    return min(pairs, key=lambda hw: abs(math.log(hw[1] / hw[0]) - math.log(aspect)))
+
+
+_FULL_RES = {"input_size": (1024, 576), "grid": (8, 8)}
+# Paper section 4: low-resolution input is 128x72 with no stem downsampling, P = 4 x 4.
+_LOW_RES = {"input_size": (128, 72), "grid": (4, 4)}
+_VISION_ONLY = {"use_audio": False, "use_audio_in_fusion": False}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cc-av": {"architecture": "cc", **_FULL_RES, "stem_stride": 4},
+    "cc-v": {"architecture": "cc", **_FULL_RES, "stem_stride": 4, **_VISION_ONLY},
+    "cc-av-lowres": {"architecture": "cc", **_LOW_RES, "stem_stride": 1},
+    "cc-v-lowres": {"architecture": "cc", **_LOW_RES, "stem_stride": 1, **_VISION_ONLY},
+    "csrnet": {"architecture": "csrnet", **_FULL_RES, "use_audio": False},
+    "audiocsrnet": {"architecture": "audiocsrnet", **_FULL_RES},
+    "csrnet-lowres": {"architecture": "csrnet", **_LOW_RES, "use_audio": False},
+    "audiocsrnet-lowres": {"architecture": "audiocsrnet", **_LOW_RES},
+}
+
+# Table 3's seven ablations plus two of ours, as config overrides of a CC-AV preset.
+# "replacement" says what stands in for the removed part (also in the code where it happens);
+# "paper" is the paper's DISCO MAE / RMSE for it (default CC-AV: 9.24 / 19.81).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no-pir-pce-losses": {
+        "overrides": {"use_pir_pce_losses": False},
+        "replacement": "PIR and PCE branches stay; Loss_TOTAL = Loss_DM",
+        "paper": (16.0, 28.2),
+    },
+    "no-pir-branch": {
+        "overrides": {"use_pir_branch": False},
+        "replacement": "AW_AVT = softmax(Linear(PCE)); no PIR output, no PIR loss",
+        "paper": (16.7, 27.6),
+    },
+    "no-pce-branch": {
+        "overrides": {"use_pce_branch": False},
+        "replacement": "AW_AVT = softmax(Linear(PIR_PRE)); no PCE output, no PCE loss",
+        "paper": (15.5, 28.1),
+    },
+    "no-avt": {
+        "overrides": {"use_avt": False},
+        "replacement": "AV_ATTD = V; no PIR, PCE, attention outputs; Loss_TOTAL = Loss_DM",
+        "paper": (18.9, 39.7),
+    },
+    "no-ccm": {
+        "overrides": {"use_ccm": False},
+        "replacement": "DM_PRE = AV_ATTD",
+        "paper": (17.3, 31.4),
+    },
+    "no-audio-in-fusion": {
+        "overrides": {"use_audio_in_fusion": False},
+        "replacement": "three-branch fusions use Q = K (no Linear(A) term)",
+        "paper": (13.9, 25.0),
+    },
+    "only-s1-branch": {
+        "overrides": {"use_multi_branch": False},
+        "replacement": "S1 alone through every stage, no fusion; the merge conv sees pooled S1 only",
+        "paper": (14.3, 26.8),
+    },
+    "no-inter-branch-fusion": {
+        "overrides": {"use_inter_branch_fusion": False},
+        "replacement": "each branch keeps its own features between stages (fusion = identity)",
+        "paper": None,
+    },
+    "vision-only": {
+        "overrides": dict(_VISION_ONLY),
+        "replacement": "CC-V: A replaced by a learned projection of V's mean in the AVT, K = V^T in the CCM, "
+        "no Linear(A) in the fusions",
+        "paper": None,
+    },
+}
+
+
+def ablation_config(base_preset: str, ablation: str, **overrides: Any) -> ModelConfig:
+    """A CC preset with one named ablation of `ABLATIONS` applied."""
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; available: {', '.join(ABLATIONS)}")
+    return ModelConfig.from_preset(base_preset, **ABLATIONS[ablation]["overrides"], **overrides)

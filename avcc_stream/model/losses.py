@@ -1,0 +1,72 @@
+"""The paper's three losses (Eq. 8, 10, 12) and their weighted sum (Eq. 13), as model.md reads them.
+
+- DM (Eq. 12): sum of squared differences between the predicted map and the ground truth
+  sum-pooled to the same (1/8) size, averaged over the batch.
+- PIR (Eq. 8): (1 / sqrt(P)) KL(PIR_GT || PIR), PIR_GT(j) = patch count / image count
+  (uniform when the image is empty), averaged over the batch.
+- PCE (Eq. 10): sum over patches of ((PCE_GT - PCE) / max(count, 1))^2, averaged over the batch.
+Terms a model or ablation does not have are returned as zeros, so logs keep the same columns.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from avcc_stream.model.config import ModelConfig
+from avcc_stream.model.output import ModelOutput
+
+
+def density_loss(predicted: torch.Tensor, target: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Eq. 12 per image, batch mean. Both maps are B x 1 x h x w (or B x h x w) of the same size."""
+    if predicted.shape[-2:] != target.shape[-2:]:
+        raise ValueError(
+            f"ground-truth density is {tuple(target.shape[-2:])}, the model's map is {tuple(predicted.shape[-2:])}: "
+            "sum-pool the ground truth to the model's density_size"
+        )
+    diff = (predicted.reshape(target.shape[0], -1) - target.reshape(target.shape[0], -1)) * scale
+    return diff.pow(2).sum(dim=1).mean()
+
+
+def pir_target(patch_counts: torch.Tensor) -> torch.Tensor:
+    """B x P ground-truth PIR (Eq. 7); uniform for an empty image."""
+    counts = patch_counts.reshape(patch_counts.shape[0], -1).float()
+    totals = counts.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(counts, 1.0 / counts.shape[1])
+    return torch.where(totals > 0, counts / totals.clamp(min=1e-12), uniform)
+
+
+def pir_loss(pir_logits: torch.Tensor, patch_counts: torch.Tensor) -> torch.Tensor:
+    """Eq. 8: (1 / sqrt(P)) sum_i PIR_GT(i) log(PIR_GT(i) / PIR(i)), batch mean."""
+    target = pir_target(patch_counts)
+    log_pir = torch.log_softmax(pir_logits, dim=-1)
+    kl = (torch.xlogy(target, target) - target * log_pir).sum(dim=1)  # 0 log 0 = 0
+    return kl.mean() / math.sqrt(target.shape[1])
+
+
+def pce_loss(pce: torch.Tensor, patch_counts: torch.Tensor) -> torch.Tensor:
+    """Eq. 10 with the image count clamped to at least 1 (empty images), batch mean."""
+    target = patch_counts.reshape(patch_counts.shape[0], -1).float()
+    totals = target.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return ((target - pce) / totals).pow(2).sum(dim=1).mean()
+
+
+def crowd_losses(
+    output: ModelOutput, density_gt: torch.Tensor, patch_counts_gt: torch.Tensor, cfg: ModelConfig
+) -> dict[str, torch.Tensor]:
+    """{"dm", "pir", "pce", "total"}: each term, and total = weighted sum of the active terms (Eq. 13).
+
+    `density_gt` is B x 1 x h x w (or B x h x w) at `cfg.density_size`; `patch_counts_gt` is
+    B x grid_h x grid_w. PIR / PCE terms are active when the model has that output and
+    `cfg.use_pir_pce_losses` is set (Table 3's first ablation turns them off).
+    """
+    if tuple(patch_counts_gt.shape[1:]) != tuple(cfg.grid):
+        raise ValueError(f"patch_counts_gt must be B x {cfg.grid[0]} x {cfg.grid[1]}, got {tuple(patch_counts_gt.shape)}")
+    dm = density_loss(output.density, density_gt, cfg.density_loss_scale)
+    zero = dm.new_zeros(())
+    supervise = cfg.use_pir_pce_losses
+    pir = pir_loss(output.pir_logits, patch_counts_gt) if (supervise and output.pir_logits is not None) else zero
+    pce = pce_loss(output.pce, patch_counts_gt) if (supervise and output.pce is not None) else zero
+    total = cfg.loss_weight_dm * dm + cfg.loss_weight_pir * pir + cfg.loss_weight_pce * pce
+    return {"dm": dm, "pir": pir, "pce": pce, "total": total}
