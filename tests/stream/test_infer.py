@@ -1,0 +1,140 @@
+"""The inference pool with real (randomly initialised, narrow) CC-AV and CC-V checkpoints."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avcc_stream.stream.infer import InferConfig, InferencePool, WindowQueue, load_models
+from avcc_stream.stream.types import AudioVisualWindow, CountResult
+from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
+
+T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("ckpt")
+    return (
+        make_random_checkpoint(folder, "cc-av-lowres", **SMALL_WIDTHS),
+        make_random_checkpoint(folder, "cc-v-lowres", **SMALL_WIDTHS),
+    )
+
+
+def window(camera: str, second: int, *, audio: bool = True, size: tuple[int, int] = (160, 90)) -> AudioVisualWindow:
+    rng = np.random.default_rng(second)
+    width, height = size
+    return AudioVisualWindow(
+        camera=camera,
+        window_start=T0 + timedelta(seconds=second),
+        window_end=T0 + timedelta(seconds=second + 1),
+        frame=rng.integers(0, 255, (height, width, 3), dtype=np.uint8),
+        audio=(0.1 * rng.standard_normal(16_000)).astype(np.float32) if audio else None,
+        enqueued_monotonic=float(second),
+    )
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.results: list[CountResult] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, result: CountResult) -> None:
+        with self.lock:
+            self.results.append(result)
+
+
+def test_results_carry_counts_patch_counts_pir_and_the_model_that_counted(checkpoints: tuple[Path, Path]) -> None:
+    av, v = checkpoints
+    collected = Collector()
+    pool = InferencePool(load_models(str(av), str(v), ["cpu"]), InferConfig(max_batch=4, max_wait_s=0.0), collected)
+    pool.submit(window("gate", 0, audio=True, size=(320, 180)))
+    pool.submit(window("bar", 0, audio=False))
+    pool.start()
+    assert pool.stop(timeout=60)
+    by_camera = {r.camera: r for r in collected.results}
+    assert set(by_camera) == {"gate", "bar"}
+    gate, bar = by_camera["gate"], by_camera["bar"]
+    assert gate.audio is True and gate.model == f"cc-av-lowres:{av.name}"
+    assert bar.audio is False and bar.model == f"cc-v-lowres:{v.name}"  # the vision-only fallback
+    for result in (gate, bar):
+        assert result.patch_counts.shape == (4, 4)
+        assert result.count >= 0
+        assert result.patch_counts.sum() == pytest.approx(result.count, rel=1e-4, abs=1e-5)
+        assert result.pir is not None and result.pir.shape == (4, 4)
+        assert result.pir.sum() == pytest.approx(1.0, abs=1e-5)
+        assert result.latency_ms > 0  # window end (2026) to now: positive either way
+    assert gate.frame_size == (320, 180) and bar.frame_size == (160, 90)
+    assert gate.window_end == T0 + timedelta(seconds=1)
+
+
+def test_without_a_fallback_the_primary_counts_silence_and_says_audio_false(checkpoints: tuple[Path, Path]) -> None:
+    av, _ = checkpoints
+    collected = Collector()
+    pool = InferencePool(load_models(str(av), None, ["cpu"]), InferConfig(max_wait_s=0.0), collected)
+    pool.submit(window("bar", 0, audio=False))
+    pool.start()
+    assert pool.stop(timeout=60)
+    [result] = collected.results
+    assert result.audio is False and result.model.startswith("cc-av-lowres")
+
+
+def test_overload_drops_the_oldest_windows_per_camera_and_counts_them(checkpoints: tuple[Path, Path]) -> None:
+    av, v = checkpoints
+    collected = Collector()
+    dropped: list[AudioVisualWindow] = []
+    pool = InferencePool(
+        load_models(str(av), str(v), ["cpu"]), InferConfig(max_batch=8, max_wait_s=0.0, queue_per_camera=3),
+        collected, on_drop=dropped.append,
+    )
+    for second in range(10):  # the workers are not running yet: inference is "behind"
+        pool.submit(window("busy", second))
+    pool.submit(window("quiet", 0))
+    assert len(pool.queue) == 4  # memory bounded: 3 for busy, 1 for quiet
+    pool.start()
+    assert pool.stop(timeout=60)
+    assert pool.dropped == {"busy": 7}
+    assert [w.window_end for w in dropped] == [T0 + timedelta(seconds=s + 1) for s in range(7)]  # oldest first
+    busy = sorted(r.window_end for r in collected.results if r.camera == "busy")
+    assert busy == [T0 + timedelta(seconds=s + 1) for s in (7, 8, 9)]  # the newest survive
+    assert pool.stats.processed == {"busy": 3, "quiet": 1}
+
+
+def test_batches_mix_cameras_fairly_and_never_mix_models() -> None:
+    queue = WindowQueue(per_camera=10)
+    for second in range(6):
+        queue.put(window("a", second))
+    for second in range(2):
+        queue.put(window("b", second))
+        queue.put(window("c", second, audio=False))
+
+    def group(w: AudioVisualWindow) -> bool:
+        return w.audio is not None
+
+    first = queue.take_batch(4, 0.0, group)
+    assert len(first) == 4 and all(w.audio is not None for w in first)
+    assert {w.camera for w in first} == {"a", "b"}  # round-robin, not four of camera a
+    second = queue.take_batch(8, 0.0, group)
+    assert [w.camera for w in second] == ["c", "c"]  # the oldest waiting window decides the model
+    third = queue.take_batch(8, 0.0, group)
+    assert [w.camera for w in third] == ["a"] * 4
+    queue.close()
+    assert queue.take_batch(8, 0.0, group) == []
+
+
+def test_a_worker_waits_up_to_max_wait_to_fill_a_batch() -> None:
+    queue = WindowQueue(per_camera=10)
+    queue.put(window("a", 0))
+    threading.Timer(0.05, lambda: queue.put(window("b", 0))).start()
+    batch = queue.take_batch(2, 30.0, lambda w: True)  # returns as soon as the batch is full
+    assert sorted(w.camera for w in batch) == ["a", "b"]
+
+
+def test_a_fallback_that_uses_audio_is_rejected(checkpoints: tuple[Path, Path]) -> None:
+    av, _ = checkpoints
+    with pytest.raises(ValueError, match="must be a vision-only model"):
+        load_models(str(av), str(av), ["cpu"])
