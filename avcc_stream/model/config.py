@@ -48,8 +48,11 @@ class ModelConfig(BaseModel):
         None, title="(h, w) each patch's Z values are reshaped to; None derives it from Z and the patch aspect"
     )
     fusion_temperature: Literal["sqrt_tokens", "tokens"] = Field(
-        "sqrt_tokens", title="inter-branch attention logits divided by sqrt(N) (model.md) or by N"
+        "tokens",
+        title="inter-branch attention logits divided by N (default) or sqrt(N) (model.md); with sqrt(N) "
+        "the C x C softmax saturates to one-hot at initialisation (see docs/model.md)",
     )
+    density_scale_init: float = Field(0.01, gt=0.0, title="initial value of the density head's learned scale")
 
     # --- audio feature extractor (paper section 3.1) ---
     audio_backbone: AudioBackbone = Field(

@@ -7,6 +7,8 @@ the density map, whose sum is the count.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -62,6 +64,9 @@ class CrowdCounter(nn.Module):
             else None
         )
         self.ccm = CoAttention(z) if cfg.use_ccm else None
+        # Density head: one learned positive scale. V stays O(1) for the attention products,
+        # while a density pixel holds O(0.01) people; exp() keeps the map non-negative.
+        self.density_log_scale = nn.Parameter(torch.tensor(math.log(cfg.density_scale_init)))
 
     def encode(self, images: torch.Tensor, audio: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Images (and waveforms) -> V (B x P x Z) and A (B x Z, None for CC-V)."""
@@ -84,6 +89,7 @@ class CrowdCounter(nn.Module):
             dm_pre = self.ccm(attended, visual, embedding)  # Eq. 11 as model.md reads it
         else:
             dm_pre = attended  # without the CCM, DM_PRE = AV_ATTD
+        dm_pre = dm_pre * self.density_log_scale.exp()
         density = tile_patch_maps(dm_pre, cfg.grid, cfg.active_submap_size)
         return ModelOutput(
             density=density,

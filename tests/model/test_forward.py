@@ -1,0 +1,88 @@
+"""Forward-pass behaviour: non-negative density that sums to the count, audio handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avcc_stream.model import ModelConfig, build_model, patch_sums
+from avcc_stream.model.losses import crowd_losses
+
+from .helpers import random_batch
+
+
+@pytest.mark.parametrize("preset", ["cc-av-lowres", "cc-v-lowres", "csrnet-lowres", "audiocsrnet-lowres"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_density_is_non_negative_and_sums_to_count_and_patch_counts(preset, mode):
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset(preset)
+    model = build_model(cfg).train(mode == "train")
+    with torch.no_grad():
+        out = model(*random_batch(cfg, 3))
+    assert (out.density >= 0).all()
+    assert out.count.sum() > 0
+    torch.testing.assert_close(out.density.sum(dim=(1, 2, 3)), out.count)
+    torch.testing.assert_close(out.patch_counts.sum(dim=(1, 2)), out.count)
+    torch.testing.assert_close(out.patch_counts, patch_sums(out.density, cfg.grid))
+    if out.pir is not None:
+        torch.testing.assert_close(out.pir.sum(dim=1), torch.ones(3))
+        torch.testing.assert_close(out.attention.sum(dim=1), torch.ones(3))
+
+
+def test_patch_sums_shares_boundary_pixels_and_preserves_the_total():
+    density = torch.arange(9 * 16, dtype=torch.float32).view(1, 1, 9, 16)
+    sums = patch_sums(density, (4, 4))
+    torch.testing.assert_close(sums.sum(), density.sum())
+    # Row 2 of the map straddles patch rows 0 and 1 (boundary at 2.25): a quarter of it goes to row 0.
+    expected_first = density[0, 0, :2, :4].sum() + 0.25 * density[0, 0, 2, :4].sum()
+    torch.testing.assert_close(sums[0, 0, 0], expected_first)
+
+
+def test_cc_v_runs_with_audio_none():
+    cfg = ModelConfig.from_preset("cc-v-lowres")
+    model = build_model(cfg).eval()
+    images, _ = random_batch(cfg, 2)
+    with torch.no_grad():
+        out = model(images, None)
+    assert torch.isfinite(out.count).all()
+    assert model.afe is None
+
+
+def test_cc_av_output_changes_when_the_audio_changes():
+    # At initialisation the fusions' gamma is 0 and the CCM's softmax is nearly uniform, so
+    # audio moves the output by ~1e-7 only; after three optimiser steps it must matter clearly.
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("cc-av-lowres")
+    model = build_model(cfg).train()
+    images, audio = random_batch(cfg, 2)
+    density_gt = torch.rand(2, 1, *cfg.density_size) * 0.05
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        crowd_losses(model(images, audio), density_gt, patch_sums(density_gt, cfg.grid), cfg)["total"].backward()
+        optimizer.step()
+    model.eval()
+    tone = 0.5 * torch.sin(2 * torch.pi * 440 * torch.arange(16000) / 16000).repeat(2, 1)
+    with torch.no_grad():
+        first = model(images, audio)
+        second = model(images, tone)
+    relative_change = (first.density - second.density).abs().sum() / first.density.abs().sum()
+    assert relative_change > 1e-3
+    assert (first.pir - second.pir).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("preset", ["cc-av-lowres", "audiocsrnet-lowres"])
+def test_audio_models_refuse_missing_or_misshaped_audio(preset):
+    cfg = ModelConfig.from_preset(preset)
+    model = build_model(cfg).eval()
+    images, audio = random_batch(cfg, 2)
+    with pytest.raises(ValueError, match="needs audio"):
+        model(images, None)
+    with pytest.raises(ValueError, match="2 x 16000"):
+        model(images, audio[:, :8000])
+
+
+def test_wrong_image_size_names_the_expected_size():
+    cfg = ModelConfig.from_preset("cc-v-lowres")
+    with pytest.raises(ValueError, match="3 x 72 x 128"):
+        build_model(cfg)(torch.zeros(1, 3, 64, 64))
