@@ -96,8 +96,8 @@ class TlsSettings(StrictModel):
     @model_validator(mode="after")
     def _check_files(self) -> TlsSettings:
         if (self.cert_file is None) != (self.key_file is None):
-            missing = "key_file" if self.key_file is None else "cert_file"
-            raise RuleError("a client certificate needs both cert_file and key_file", missing)
+            given, missing = ("cert_file", "key_file") if self.key_file is None else ("key_file", "cert_file")
+            raise RuleError(f"a client certificate needs both cert_file and key_file ({missing} is missing)", given)
         if not self.enabled:
             for key in ("ca_file", "cert_file", "key_file"):
                 if getattr(self, key) is not None:

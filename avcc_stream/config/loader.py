@@ -192,8 +192,10 @@ class _Located:
 
 
 def _mapping_lookup(node: yaml.MappingNode, key: str) -> tuple[yaml.Node, yaml.Node] | None:
+    """The key/value nodes for `key`. Constructing the data flattened `<<` merges into the
+    mapping (merged keys first), so the last match is the one that took effect."""
     merged: list[yaml.Node] = []
-    for key_node, value_node in node.value:
+    for key_node, value_node in reversed(node.value):
         if key_node.tag == MERGE_TAG:
             merged.extend(value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node])
         elif isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
