@@ -200,3 +200,25 @@ def test_a_hung_redis_makes_publish_fail_within_the_socket_timeout(redis_server:
         await publisher.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.services
+def test_password_protected_redis_accepts_the_right_password_and_refuses_a_wrong_one(tmp_path: Path) -> None:
+    from avcc_stream.stream.publish.base import PublishError
+
+    with RedisServer(tmp_path, extra_args=["--requirepass", "venue-pw"]) as server:
+
+        async def scenario() -> None:
+            good = RedisPublisher(settings(server, password="venue-pw"))
+            await good.start()
+            await good.publish(one_of_each("gate1")[0])
+            await good.close()
+            bad = RedisPublisher(settings(server, password="wrong"))
+            with pytest.raises(PublishError, match="refused the credentials"):
+                await bad.start()
+            await bad.close()
+
+        asyncio.run(scenario())
+        client = redis.Redis(host=server.host, port=server.port, password="venue-pw")
+        assert client.xlen("crowd:gate1:count") == 1
+        client.close()

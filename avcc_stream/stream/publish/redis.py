@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -101,7 +102,7 @@ class RedisPublisher:
         if self._client is None:
             self._client = self._build_client()
         try:
-            await self._ensure_backend()
+            await self._ensure_backend()  # PublishError (bad credentials) propagates
         except PublisherUnavailable as exc:
             log.warning("redis unreachable; will retry on publish", publisher=self.name,
                         host=self.settings.host, port=self.settings.port, error=str(exc))
@@ -146,6 +147,10 @@ class RedisPublisher:
         """Run one Redis operation; map "server down" to PublisherUnavailable."""
         try:
             result = await operation
+        except AuthenticationError as exc:
+            # Wrong credentials will not fix themselves: not "unavailable" but refused.
+            self._connected = False
+            raise PublishError(f"Redis {self.settings.host}:{self.settings.port} refused the credentials: {exc}") from exc
         except (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError) as exc:
             self._connected = False
             raise PublisherUnavailable(
