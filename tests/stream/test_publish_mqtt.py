@@ -227,3 +227,46 @@ def test_password_never_appears_in_repr_or_errors() -> None:
     assert "s3cret-pw" not in repr(config) and "s3cret-pw" not in str(config.model_dump())
     assert config.password is not None and config.password.get_secret_value() == "s3cret-pw"
     assert os.environ.get("NO_SUCH_VAR_FOR_TEST") is None
+
+
+def make_tls_files(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 (EC keys: fast to make)."""
+    ca_key, ca_cert = folder / "ca.key", folder / "ca.pem"
+    key, csr, cert = folder / "server.key", folder / "server.csr", folder / "server.pem"
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(ca_key), "-out", str(ca_cert), "-days", "2", "-subj", "/CN=avcc test CA")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-out", str(cert), "-days", "2", "-extfile", str(folder / "san.ext"))
+    return ca_cert, cert, key
+
+
+def test_tls_broker_accepts_a_client_that_trusts_its_ca_and_not_one_that_does_not(tmp_path: Path) -> None:
+    ca_cert, cert, key = make_tls_files(tmp_path)
+    (tmp_path / "other").mkdir()
+    other_ca, _, _ = make_tls_files(tmp_path / "other")
+    tls_lines = f"cafile {ca_cert}\ncertfile {cert}\nkeyfile {key}\n"
+    with Mosquitto(tmp_path, extra_config=tls_lines) as broker:
+        trusted = settings(broker, tls={"enabled": True, "ca_file": str(ca_cert)})
+        untrusted = settings(broker, tls={"enabled": True, "ca_file": str(other_ca)}, connect_timeout_s=2)
+
+        async def scenario() -> None:
+            good = MqttPublisher(trusted)
+            await good.start()
+            assert good.connected
+            await good.publish(one_of_each("gate1")[0])  # returns on the broker's PUBACK
+            await good.close()
+            bad = MqttPublisher(untrusted)
+            await bad.start()  # the handshake fails: not connected, paho keeps retrying
+            assert not bad.connected
+            with pytest.raises(PublisherUnavailable):
+                await bad.publish(one_of_each("gate1")[0])
+            await bad.close()
+
+        asyncio.run(scenario())
