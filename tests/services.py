@@ -142,7 +142,9 @@ class Mosquitto(LocalService):
     """mosquitto 2 with one anonymous listener on 127.0.0.1:port and no persistence.
 
     `extra_config` lines follow the listener line, so they configure it (certfile, keyfile,
-    password_file, allow_anonymous false, ...). mosquitto 2 cannot bind port 0, hence free_port.
+    password_file, ...); it may also set `allow_anonymous` or `persistence` (with
+    `persistence_location`), which then replace the defaults. mosquitto 2 cannot bind port 0,
+    hence free_port; a restart reuses the same port.
     """
 
     name = "mosquitto"
@@ -155,14 +157,15 @@ class Mosquitto(LocalService):
     def command(self) -> list[str]:
         lines = [
             f"listener {self.port} {self.host}",
-            "persistence false",
             "log_dest stdout",
             "log_type error",
             "log_type warning",
             "log_type notice",
         ]
-        if "allow_anonymous" not in self.extra_config:
-            lines.append("allow_anonymous true")
+        # Defaults that extra_config may set otherwise (e.g. persistence for restart tests).
+        for option, default in (("persistence", "false"), ("allow_anonymous", "true")):
+            if not any(line.split()[:1] == [option] for line in self.extra_config.splitlines()):
+                lines.append(f"{option} {default}")
         if os.geteuid() == 0:
             # As root mosquitto drops to the `mosquitto` user, which cannot read files in a
             # test's private temporary folder (certificates, password files).
