@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "avcc_stream.train.cli",
     "avcc_stream.stream.cli",
     "avcc_stream.bench.cli",
+    "avcc_stream.config.cli",  # check-config
 )
 
 
