@@ -222,3 +222,34 @@ def test_password_protected_redis_accepts_the_right_password_and_refuses_a_wrong
         client = redis.Redis(host=server.host, port=server.port, password="venue-pw")
         assert client.xlen("crowd:gate1:count") == 1
         client.close()
+
+
+class ModuleListOnly:
+    """Answers PING and MODULE LIST as a Redis Stack server does (RESP2 flat pairs)."""
+
+    def __init__(self, modules: list[list[object]]) -> None:
+        self.modules = modules
+
+    async def ping(self) -> bool:
+        return True
+
+    async def execute_command(self, *args: object) -> object:
+        assert args == ("MODULE", "LIST")
+        return self.modules
+
+
+@pytest.mark.parametrize(
+    ("modules", "backend"),
+    [
+        ([[b"name", b"timeseries", b"ver", 11206, b"path", b"/opt/redis-stack/lib/redistimeseries.so"]], "timeseries"),
+        ([[b"name", b"search", b"ver", 21005]], "streams"),
+        ([], "streams"),
+    ],
+)
+def test_module_list_decides_the_backend(modules: list[list[object]], backend: str) -> None:
+    async def scenario() -> str | None:
+        publisher = RedisPublisher(settings(), client=ModuleListOnly(modules))  # type: ignore[arg-type]
+        await publisher.start()
+        return publisher.backend
+
+    assert asyncio.run(scenario()) == backend
