@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from avcc_stream.stream.backoff import ExponentialBackoff
-from avcc_stream.stream.publish.spooling import PublisherUnavailable, SpoolingPublisher
+from avcc_stream.stream.publish.base import PublishError, PublisherUnavailable
+from avcc_stream.stream.publish.spooling import SpoolingPublisher
 from avcc_stream.stream.spool import Spool, SpoolFile, SpoolLimits
 from avcc_stream.stream.types import OutboundRecord
 from tests.stream.test_spool import make_record
@@ -32,6 +33,7 @@ class FakeOutput:
         self.closed = False
         self.lose_ack_of: set[str] = set()  # accept these, then report failure (once)
         self.refuse: set[str] = set()  # never take these (a bad record)
+        self.crash_on: set[str] = set()  # a bug in the output (once per id)
         self.hang = False  # True: publish hangs until it is False again
 
     @property
@@ -50,7 +52,10 @@ class FakeOutput:
         if not self.up:
             raise PublisherUnavailable("broker unreachable")
         if record.record_id in self.refuse:
-            raise ValueError("payload too large for this output")
+            raise PublishError("payload too large for this output")
+        if record.record_id in self.crash_on:
+            self.crash_on.discard(record.record_id)
+            raise KeyError("bug")
         self.accepted.append(record)
         if record.record_id in self.lose_ack_of:
             self.lose_ack_of.discard(record.record_id)
@@ -244,6 +249,22 @@ def test_a_record_the_output_refuses_for_good_is_dropped_and_replay_goes_on(tmp_
         await wait_until(lambda: drained(publisher), "spool drained")
         assert output.accepted_counts() == [0, 2, 3]
         assert publisher.stats.rejected_total == 1
+        await publisher.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_unexpected_error_in_the_output_keeps_the_record_for_a_retry(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        output = FakeOutput(up=False)
+        publisher = make_publisher(tmp_path, output)
+        await publisher.start()
+        for i in range(3):
+            await publisher.publish(make_record(i))
+        output.crash_on = {make_record(1).record_id}
+        output.up = True
+        await wait_until(lambda: drained(publisher), "spool drained")
+        assert output.accepted_counts() == [0, 1, 2] and publisher.stats.rejected_total == 0
         await publisher.close()
 
     asyncio.run(scenario())

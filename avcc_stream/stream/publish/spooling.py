@@ -9,6 +9,8 @@
   jitter between attempts, deleting each record only after `inner.publish` returned (the
   output durably accepted it); when the spool is empty, records go straight through again.
 
+A record the output refuses for good (`PublishError`) is passed to the caller on the direct
+path, and logged, counted and dropped during a replay (nobody is waiting for it then).
 Records keep their original timestamps and ids. A record whose acknowledgement was lost
 (broker accepted it, then the connection died) is sent again: consumers drop such
 duplicates by `record_id`, which is what at-least-once delivery promises.
@@ -24,26 +26,9 @@ from dataclasses import dataclass
 import structlog
 
 from avcc_stream.stream.backoff import ExponentialBackoff
+from avcc_stream.stream.publish.base import Publisher, PublishError, PublisherUnavailable
 from avcc_stream.stream.spool import Spool, SpoolError, SpoolStats
 from avcc_stream.stream.types import OutboundRecord
-
-try:  # The Publisher interface lives in publish/base.py (streaming daemon work).
-    from avcc_stream.stream.publish.base import Publisher, PublisherUnavailable
-except ImportError:  # pragma: no cover - only until base.py lands
-    from typing import Protocol
-
-    class PublisherUnavailable(Exception):  # type: ignore[no-redef]
-        """The output cannot accept records right now (disconnected, timed out)."""
-
-    class Publisher(Protocol):  # type: ignore[no-redef]
-        name: str
-
-        @property
-        def connected(self) -> bool: ...
-        async def start(self) -> None: ...
-        async def publish(self, record: OutboundRecord) -> None: ...
-        async def close(self) -> None: ...
-
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +42,7 @@ class SpoolingStats:
     direct_total: int  # records the output accepted at once
     spooled_total: int  # records that went through the spool
     replayed_total: int  # spooled records the output accepted later
-    rejected_total: int  # records the output refused for good (bad record), dropped
+    rejected_total: int  # spooled records the output refused for good (PublishError), dropped
     lost_total: int  # records the spool could not store (disk full...), dropped
     spooling: bool  # True while records queue behind a backlog
     spool: SpoolStats
@@ -220,13 +205,16 @@ class SpoolingPublisher:
                 except TRANSIENT_ERRORS as exc:
                     await self._pause_after_failure("replay", exc)
                     break  # re-read the head: the bound may have dropped it meanwhile
-                except Exception as exc:  # noqa: BLE001 - a record the output will never take
+                except PublishError as exc:  # the output will never take this record
                     self._rejected += 1
                     log.error(
                         "output_rejected_spooled_record_dropped", output=self.name,
-                        record_id=item.record.record_id, kind=item.record.kind,
-                        error=f"{type(exc).__name__}: {exc}",
+                        record_id=item.record.record_id, kind=item.record.kind, error=str(exc),
                     )
+                except Exception as exc:  # noqa: BLE001 - a bug in the output: keep the record
+                    log.exception("output_failed_unexpectedly", output=self.name, record_id=item.record.record_id)
+                    await self._pause_after_failure("replay", exc)
+                    break
                 else:
                     self._replayed += 1
                     self._backoff.reset()
