@@ -18,7 +18,7 @@ How time is handled, step by step:
    restart near 0 on every reconnect, so the daemon makes a new aligner per connection and
    wall-clock times stay continuous. Audio and video of one RTSP session share one clock
    (RTCP); a microphone paired with a camera has its own, and is mapped through wall time.
-3. Windows are one second of the audio timeline, starting on a whole UTC second. Audio
+3. Windows are one second of the audio timeline, from its first sample on. Audio
    samples are placed by timestamp (jitter within `jitter_tolerance_s` is read as
    contiguous); holes are zero-filled and counted, and a window with less than
    `min_audio_coverage` of real sound gets `audio=None` (counted by the vision-only model).
@@ -37,7 +37,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -67,7 +67,10 @@ class AlignConfig:
     max_gap_s: float = 5.0  # a forward step beyond this is a jump unless wall-clock time agrees
     clock_window_s: float = 60.0  # horizon of the wall-clock offset estimate
     max_open_windows: int = 10  # memory bound: older open windows are closed by force
-    whole_seconds: bool = True  # start windows on whole UTC seconds
+    # False: windows follow the stream's own seconds from its first sample (a clip's second k
+    # is window k, which is what per-second ground truth needs). True: start windows on whole
+    # UTC seconds, as estimated when the first sample arrives.
+    whole_seconds: bool = False
 
     def __post_init__(self) -> None:
         if self.frame_position not in FRAME_POSITION_FRACTION:
@@ -490,4 +493,7 @@ class WindowAligner:
 
 
 def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    """Wall-clock seconds -> UTC, on whole milliseconds: the resolution of every timestamp
+    and record id downstream, so a window's id and its printed times always agree."""
+    ms = round(seconds * 1000)
+    return datetime.fromtimestamp(ms // 1000, tz=timezone.utc) + timedelta(milliseconds=ms % 1000)

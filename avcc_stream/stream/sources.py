@@ -173,6 +173,10 @@ class SourceQueue:
             return False
         return True
 
+    def interrupt(self, item: SourceEnded) -> None:
+        """From the loop: make the reader's next `get` return `item` (stop, watchdog)."""
+        self._queue.put_nowait((item, False))
+
     async def get(self) -> SourceItem:
         item, took_room = await self._queue.get()
         if took_room:
@@ -223,13 +227,19 @@ class WorkerThreadSource:
 
     def _emit(self, item: SourceItem) -> bool:
         assert self._queue is not None
+        if isinstance(item, SourceEnded):
+            self._ended = True
         return self._queue.put(item, self._stop)
 
     def _guarded_run(self) -> None:
+        self._ended = False
         try:
             self._run()
         except Exception as exc:  # the thread must always say that it ended
-            self._emit(SourceEnded(describe_error(exc)))
+            if not self.stopping:
+                self._emit(SourceEnded(describe_error(exc)))
+        if not self._ended:
+            self._emit(SourceEnded("stopped", error=False))
 
     def _run(self) -> None:  # pragma: no cover - each source defines it
         raise NotImplementedError

@@ -110,7 +110,7 @@ def test_timestamp_jitter_is_absorbed_and_the_sound_stays_contiguous() -> None:
     for event in events:  # (pushed in their original order: reordering is the next test)
         event.pts += rng.uniform(-0.005, 0.005)  # +-5 ms on every timestamp
         event.arrival += rng.uniform(0.0, 0.03)  # and 0-30 ms of network delay
-    _, windows = run(events, whole_seconds=False)  # windows start at the first sample
+    _, windows = run(events)
     assert [w.index for w in windows] == [0, 1, 2, 3]
     for window, second in zip(windows, range(4)):
         assert window.audio_coverage == 1.0
@@ -236,7 +236,7 @@ def test_wall_clock_follows_the_fastest_packet_and_windows_never_overlap() -> No
     for event in events:
         event.arrival += 0.010 + rng.expovariate(1 / 0.02)  # >= 10 ms of delay, heavy tail
     events.sort(key=lambda e: e.arrival)
-    _, windows = run(events)
+    _, windows = run(events, whole_seconds=True)
     assert len(windows) >= 6
     for window in windows:
         # windows start on whole UTC seconds, give or take how much the offset estimate

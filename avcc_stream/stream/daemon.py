@@ -1,0 +1,554 @@
+"""The daemon: an asyncio pipeline of bounded stages, source -> align -> infer -> publish.
+
+    camera runners (one task each)         inference pool (threads)     publish stage (task)
+    source thread -> SourceQueue -> align -> WindowQueue -> workers -> outbox -> MQTT/Redis/console
+
+* Each camera runs on its own: a dead URL, a frozen server or a broken stream changes that
+  camera's status (online / offline / stalled, with the reason) and its runner reconnects
+  with capped exponential backoff and jitter, while every other camera keeps counting.
+* Per-camera watchdog: no video frame for `watchdog_s` -> status "stalled", reconnect.
+* The event loop never does pixel, sample or model work: decoding runs in each source's
+  thread, RGB conversion and resampling of a finished window in a short `to_thread` call,
+  and counting in the inference pool's threads.
+* Every queue is bounded and counts what it drops: the source queue (media items), the
+  inference queue (oldest windows per camera) and the outbox (oldest records).
+* SIGTERM / SIGINT: stop the sources, count the windows already cut, publish their records
+  and each camera's "offline" status, close the outputs; exit 0 well within 10 s.
+* structlog JSON logs with `camera` in every line (null for the daemon's own lines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from avcc_stream.stream.align import AlignConfig, AlignedWindow, WindowAligner
+from avcc_stream.stream.backoff import ExponentialBackoff
+from avcc_stream.stream.infer import DeviceModels, InferConfig, InferencePool
+from avcc_stream.stream.publish.base import Publisher, PublishError, PublisherUnavailable
+from avcc_stream.stream.records import CameraState, alert_record, result_records, status_record
+from avcc_stream.stream.sources import (
+    AudioItem,
+    Source,
+    SourceEnded,
+    SourceOpened,
+    SourceQueue,
+    StreamInfo,
+    VideoItem,
+)
+from avcc_stream.stream.types import AudioVisualWindow, CountResult, OutboundRecord
+
+log = structlog.get_logger("avcc_stream.daemon")
+
+SHUTDOWN_BUDGET_S = 8.0  # SIGTERM -> exit, leaving room under systemd's and the tests' 10 s
+SOURCE_QUEUE_ITEMS = 512  # ~7 s of 25 fps video + 48 kHz AAC per camera
+OUTBOX_RECORDS = 1024
+
+
+# --------------------------------------------------------------------------------------
+# logging
+
+
+def _ensure_camera(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    event.setdefault("camera", None)  # every line says which camera it is about (or none)
+    return event
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
+    """structlog: one JSON object per line (or console text) with `camera` on every line.
+
+    Libraries that log through the standard `logging` module, and Python warnings, are
+    rendered the same way, so the journal never holds a line a log collector cannot parse.
+    """
+    stream = stream or sys.stderr
+    renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _ensure_camera,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
+    logging.captureWarnings(True)
+
+
+# --------------------------------------------------------------------------------------
+# per-camera settings (plain parameters; `camera_specs` builds them from the config)
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    initial_s: float = 1.0
+    max_s: float = 30.0
+    jitter: float = 0.2
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    name: str
+    source_factory: Callable[[], Source]
+    label: str  # where it reads from, credentials redacted
+    watchdog_s: float = 10.0
+    open_timeout_s: float = 10.0
+    reconnect: ReconnectPolicy = field(default_factory=ReconnectPolicy)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    retry_after_end: bool = True  # a file that ends without looping is not retried
+
+
+# --------------------------------------------------------------------------------------
+# one camera
+
+
+class CameraRunner:
+    """Connects, aligns and hands windows to the pool; reconnects for ever until stopped."""
+
+    def __init__(self, spec: CameraSpec, daemon: Daemon) -> None:
+        self.spec = spec
+        self.daemon = daemon
+        self.log = log.bind(camera=spec.name)
+        self.backoff = ExponentialBackoff(spec.reconnect.initial_s, spec.reconnect.max_s, jitter=spec.reconnect.jitter)
+        self.state: CameraState | None = None
+        self._reason: str | None = None
+        self.attempts = 0
+        self._stopping = False
+        self._queue: SourceQueue | None = None
+        self._said_no_audio = False
+        self._said_audio_gap = False
+        self.windows_cut = 0
+
+    def stop(self) -> None:
+        """Ask the runner to finish: the current connection's complete windows are still counted."""
+        self._stopping = True
+        if self._queue is not None:
+            self._queue.interrupt(SourceEnded("daemon stopping", error=False))
+
+    async def run(self) -> None:
+        structlog.contextvars.bind_contextvars(camera=self.spec.name)  # this task's lines
+        while not self._stopping:
+            self.attempts += 1
+            outcome = await self._session()
+            if self._stopping or outcome is None:
+                return
+            state, reason, retry = outcome
+            if not retry:
+                self._set_state(state, reason)
+                return
+            delay = self.backoff.next_delay()
+            self.daemon.count_reconnect(self.spec.name)
+            self._set_state(state, reason, attempt=self.attempts, retry_in_s=round(delay, 2))
+            self.log.warning("camera_reconnecting", state=state, reason=reason, attempt=self.attempts,
+                             retry_in_s=round(delay, 2))
+            await self._sleep(delay)
+
+    async def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+    async def _session(self) -> tuple[CameraState, str, bool] | None:
+        """One connection; returns (state, why it ended, retry?), or None when stopping."""
+        queue = self._queue = SourceQueue(asyncio.get_running_loop(), SOURCE_QUEUE_ITEMS)
+        source = self.spec.source_factory()
+        source.start(queue)
+        aligner: WindowAligner | None = None
+        info: StreamInfo | None = None
+        frames = 0
+        frame_duration = 0.04
+        deadline = time.monotonic() + self.spec.open_timeout_s + self.spec.watchdog_s
+        self.log.info("camera_connecting", source=self.spec.label, attempt=self.attempts)
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    reason = f"no frames for {self.spec.watchdog_s:g} s"
+                    self.log.warning("camera_stalled", reason=reason, frames=frames)
+                    return "stalled", reason, True
+                if isinstance(item, VideoItem):
+                    frames += 1
+                    deadline = time.monotonic() + self.spec.watchdog_s
+                    if frames == 1:
+                        self._went_online(info)
+                    if aligner is not None:
+                        await self._forward(aligner.push_video(item.pts, item.frame, item.arrival, frame_duration))
+                elif isinstance(item, AudioItem):
+                    if aligner is not None:
+                        await self._forward(aligner.push_audio(item.pts, item.samples, item.sample_rate, item.arrival))
+                elif isinstance(item, SourceOpened):
+                    info = item.info
+                    frame_duration = 1.0 / info.frame_rate if info.frame_rate else 0.04
+                    aligner = WindowAligner(
+                        self.spec.name, has_audio=info.has_audio, shared_clock=info.shared_clock,
+                        wrap_periods_s=info.wrap_periods_s, config=self.spec.align,
+                    )
+                    self._opened(info)
+                elif isinstance(item, SourceEnded):
+                    if aligner is not None:
+                        await self._forward(aligner.flush())
+                    if self._stopping:
+                        return None
+                    self.log.warning("camera_stream_ended", reason=item.reason, frames=frames)
+                    if frames:  # it worked for a while: start the backoff again from the bottom
+                        self.backoff.reset()
+                    return "offline", item.reason, (item.error or self.spec.retry_after_end)
+        finally:
+            source.stop()
+            self._queue = None
+            if aligner is not None:
+                self.daemon.note_align_stats(self.spec.name, aligner)
+
+    def _opened(self, info: StreamInfo) -> None:
+        self.log.info("camera_opened", source=info.url, video=info.video_codec, size=info.video_size,
+                      fps=info.frame_rate, audio=info.audio_codec, audio_rate=info.audio_rate,
+                      audio_channels=info.audio_channels, shared_clock=info.shared_clock)
+        if not info.has_audio and not self._said_no_audio:
+            self._said_no_audio = True  # once per camera, not once per reconnect
+            self.log.warning("camera_without_audio_using_vision_only_model", model=self.daemon.vision_model_name)
+
+    def _went_online(self, info: StreamInfo | None) -> None:
+        details: dict[str, Any] = {"source": self.spec.label}
+        if info is not None:
+            details.update(audio=info.has_audio, video_codec=info.video_codec, audio_codec=info.audio_codec)
+        self._set_state("online", "streaming", **details)
+
+    async def _forward(self, windows: list[AlignedWindow]) -> None:
+        for aligned in windows:
+            if aligned.audio is None and not self._said_audio_gap and aligned.audio_coverage > 0:
+                self._said_audio_gap = True
+                self.log.warning("audio_gap_window_counted_without_sound", coverage=round(aligned.audio_coverage, 3))
+            window = await asyncio.to_thread(aligned.materialize)  # RGB + 16 kHz off the loop
+            self.windows_cut += 1
+            self.daemon.submit(window, aligned)
+
+    def _set_state(self, state: CameraState, reason: str, **details: Any) -> None:
+        changed = (state, reason) != (self.state, getattr(self, "_reason", None))
+        self.state, self._reason = state, reason
+        if changed or state != "online":
+            self.daemon.emit_status(self.spec.name, state, reason, **details)
+
+
+# --------------------------------------------------------------------------------------
+# the daemon
+
+
+@dataclass
+class DaemonStats:
+    results: int = 0
+    outbox_dropped: int = 0
+    publish_failures: dict[str, int] = field(default_factory=dict)
+
+
+class Daemon:
+    """Runs the cameras, the inference pool and the publish stage until `stop()`."""
+
+    def __init__(
+        self,
+        cameras: Sequence[CameraSpec],
+        models: Sequence[DeviceModels],
+        publishers: Sequence[Publisher],
+        *,
+        infer: InferConfig = InferConfig(),
+        amp: bool = True,
+        alerts: Any = None,  # AlertEngine (or anything with update(result) -> [AlertEvent])
+        hotspots: bool = True,
+        top_k: int = 3,
+        metrics: Any = None,  # avcc_stream.observability.Metrics
+        shutdown_budget_s: float = SHUTDOWN_BUDGET_S,
+    ) -> None:
+        self.specs = list(cameras)
+        self.models = list(models)
+        self.publishers = list(publishers)
+        self.infer_config = infer
+        self.amp = amp
+        self.alerts = alerts
+        self.hotspots = hotspots
+        self.top_k = top_k
+        self.metrics = metrics
+        self.shutdown_budget_s = shutdown_budget_s
+        self.stats = DaemonStats()
+        self.runners: dict[str, CameraRunner] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: asyncio.Queue[CountResult | OutboundRecord | None] | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._pool: InferencePool | None = None
+        self._failures_logged: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- public
+
+    @property
+    def vision_model_name(self) -> str:
+        first = self.models[0]
+        model = first.fallback or first.primary
+        return model.name
+
+    def stop(self) -> None:
+        """Begin a clean shutdown (safe to call from a signal handler on the loop)."""
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._outbox = asyncio.Queue(OUTBOX_RECORDS)
+        for publisher in self.publishers:
+            await publisher.start()  # PublishError (refused credentials) is fatal: let it rise
+            if self.metrics is not None:
+                self.metrics.health.track_output(publisher)
+        self._pool = InferencePool(
+            self.models, self.infer_config, self._result_from_worker, on_drop=self._window_dropped,
+            on_batch=self._batch_done, on_error=self._batch_failed, amp=self.amp,
+        )
+        self._pool.start()
+        publish_task = asyncio.create_task(self._publish_stage(), name="publish")
+        camera_tasks = {}
+        for spec in self.specs:
+            runner = self.runners[spec.name] = CameraRunner(spec, self)
+            camera_tasks[spec.name] = asyncio.create_task(self._supervise(runner), name=f"camera-{spec.name}")
+        log.info("daemon_started", cameras=[s.name for s in self.specs], devices=[m.device for m in self.models],
+                 model=self.models[0].primary.name, fallback=self.vision_model_name,
+                 outputs=[p.name for p in self.publishers], max_batch=self.infer_config.max_batch)
+        await self._stop_event.wait()
+        await self._shutdown(camera_tasks, publish_task)
+
+    async def _supervise(self, runner: CameraRunner) -> None:
+        """A bug in one camera's code path must not take the other cameras down."""
+        while True:
+            try:
+                await runner.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                runner.log.exception("camera_runner_failed_restarting")
+                self.emit_status(runner.spec.name, "offline", "internal error (see logs)")
+                await asyncio.sleep(runner.backoff.next_delay())
+                if runner._stopping:
+                    return
+
+    async def _shutdown(self, camera_tasks: dict[str, asyncio.Task[None]], publish_task: asyncio.Task[None]) -> None:
+        started = time.monotonic()
+        deadline = started + self.shutdown_budget_s
+        log.info("daemon_stopping", queued_windows=len(self._pool.queue) if self._pool else 0)
+        for runner in self.runners.values():
+            runner.stop()
+        # 1. the cameras finish the window they are cutting (a bounded wait)
+        _, late = await asyncio.wait(camera_tasks.values(), timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+        for task in late:
+            task.cancel()
+        # 2. the pool counts what is queued
+        assert self._pool is not None
+        drained = await asyncio.to_thread(self._pool.stop, max(0.1, deadline - time.monotonic() - 2.0))
+        # 3. the outputs receive every record, then each camera's "offline"
+        for name in self.runners:
+            self.emit_status(name, "offline", "daemon stopped")
+        assert self._outbox is not None
+        await self._outbox.put(None)
+        try:
+            await asyncio.wait_for(publish_task, max(0.1, deadline - time.monotonic() - 0.5))
+        except asyncio.TimeoutError:
+            log.error("daemon_stop_outputs_too_slow", unpublished=self._outbox.qsize())
+        # 4. goodbye (MQTT availability "offline"), each output bounded in time
+        for publisher in self.publishers:
+            try:
+                await asyncio.wait_for(publisher.close(), max(0.1, deadline - time.monotonic()))
+            except Exception as exc:  # one output failing to close must not stop the others
+                log.warning("output_close_failed", output=publisher.name, error=str(exc) or type(exc).__name__)
+        log.info("daemon_stopped", seconds=round(time.monotonic() - started, 2), inference_drained=drained,
+                 results=self.stats.results, dropped=self._pool.dropped, outbox_dropped=self.stats.outbox_dropped)
+
+    # ---------------------------------------------------------------- called by runners
+
+    def submit(self, window: AudioVisualWindow, aligned: AlignedWindow) -> None:
+        assert self._pool is not None
+        self._pool.submit(window)
+        if self.metrics is not None:
+            self.metrics.av_skew_seconds.labels(window.camera).set(aligned.av_skew_ms / 1000.0)
+
+    def emit_status(self, camera: str, state: CameraState, reason: str, **details: Any) -> None:
+        self._to_outbox(status_record(camera, state, reason, **details))
+        if self.metrics is not None:
+            self.metrics.health.set_camera(camera, state, reason)
+
+    def count_reconnect(self, camera: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reconnects.labels("camera", camera).inc()
+
+    def note_align_stats(self, camera: str, aligner: WindowAligner) -> None:
+        stats = aligner.stats
+        log.info("camera_connection_summary", camera=camera, windows=stats.windows,
+                 without_audio=stats.windows_without_audio, no_frame=stats.windows_dropped_no_frame,
+                 late_audio_chunks=stats.late_audio_chunks, audio_gap_s=round(stats.audio_gap_s, 3),
+                 jumps=stats.jumps, wraps=stats.wraps, av_skew_ms_max=round(stats.av_skew_ms_max, 1),
+                 arrival_skew_ms=None if stats.arrival_skew_ms is None else round(stats.arrival_skew_ms, 1))
+        if self.metrics is not None and stats.windows_dropped_no_frame:
+            self.metrics.windows_dropped.labels(camera, "no_frame").inc(stats.windows_dropped_no_frame)
+
+    # ---------------------------------------------------------------- pool callbacks (worker threads)
+
+    def _result_from_worker(self, result: CountResult) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._to_outbox, result)
+
+    def _window_dropped(self, window: AudioVisualWindow) -> None:
+        if self.metrics is not None:
+            self.metrics.windows_dropped.labels(window.camera, "inference_behind").inc()
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._log_drop, window.camera)
+
+    def _log_drop(self, camera: str) -> None:
+        dropped = self._pool.dropped.get(camera, 0) if self._pool else 0
+        if dropped in (1, 10, 100) or dropped % 1000 == 0:
+            log.warning("inference_behind_dropping_oldest_windows", camera=camera, dropped_total=dropped)
+
+    def _batch_done(self, device: str, size: int, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.inference_seconds.labels(device).observe(seconds)
+            self.metrics.batch_size.labels(device).observe(size)
+
+    def _batch_failed(self, exc: BaseException, batch: list[AudioVisualWindow]) -> None:
+        log.error("inference_failed", error=f"{type(exc).__name__}: {exc}", windows=len(batch),
+                  cameras=sorted({w.camera for w in batch}))
+
+    # ---------------------------------------------------------------- publish stage
+
+    def _to_outbox(self, item: CountResult | OutboundRecord) -> None:
+        assert self._outbox is not None
+        if self._outbox.full():  # outputs far behind: the oldest record goes, and is counted
+            self._outbox.get_nowait()
+            self.stats.outbox_dropped += 1
+            if self.stats.outbox_dropped in (1, 10, 100) or self.stats.outbox_dropped % 1000 == 0:
+                log.warning("outbox_full_dropping_oldest", dropped_total=self.stats.outbox_dropped)
+        self._outbox.put_nowait(item)
+
+    async def _publish_stage(self) -> None:
+        assert self._outbox is not None
+        while True:
+            item = await self._outbox.get()
+            if item is None:
+                return
+            records = self._records(item) if isinstance(item, CountResult) else [item]
+            for record in records:
+                await self._publish(record)
+
+    def _records(self, result: CountResult) -> list[OutboundRecord]:
+        self.stats.results += 1
+        records = result_records(result, hotspots=self.hotspots, top_k=self.top_k)
+        if self.alerts is not None:
+            records += [alert_record(event) for event in self.alerts.update(result)]
+        if self.metrics is not None:
+            self.metrics.windows_processed.labels(result.camera).inc()
+            self.metrics.window_latency_seconds.labels(result.camera).observe(max(0.0, result.latency_ms / 1000.0))
+            if self.alerts is not None and hasattr(self.alerts, "states"):
+                for (zone, kind), state in self.alerts.states().get(result.camera, {}).items():
+                    if kind == "level":
+                        self.metrics.set_alert_level(result.camera, zone, None if state == "clear" else state)
+        return records
+
+    async def _publish(self, record: OutboundRecord) -> None:
+        await asyncio.gather(*(self._publish_to(p, record) for p in self.publishers))
+
+    async def _publish_to(self, publisher: Publisher, record: OutboundRecord) -> None:
+        try:
+            await publisher.publish(record)
+        except PublisherUnavailable as exc:
+            failures = self.stats.publish_failures[publisher.name] = self.stats.publish_failures.get(publisher.name, 0) + 1
+            if failures in (1, 10, 100) or failures % 1000 == 0:
+                log.warning("output_unavailable_record_not_delivered", camera=record.camera, output=publisher.name,
+                            error=str(exc), failures_total=failures)
+        except PublishError as exc:
+            log.error("output_refused_record", camera=record.camera, output=publisher.name, kind=record.kind,
+                      error=str(exc))
+
+
+# --------------------------------------------------------------------------------------
+# from the config file
+
+
+def camera_specs(app: Any) -> list[CameraSpec]:
+    """The enabled cameras of an AppConfig as CameraSpecs."""
+    from functools import partial
+
+    from avcc_stream.stream.sources import build_source
+
+    specs = []
+    for name, camera in app.enabled_cameras().items():
+        factory = partial(
+            build_source,
+            url=camera.url,
+            file=camera.file,
+            loop=camera.loop,
+            transport=camera.transport,
+            open_timeout_s=camera.open_timeout_s,
+            read_timeout_s=camera.read_timeout_s,
+            audio=camera.audio == "auto",
+            microphone=camera.microphone,
+            label=camera.source_label,
+        )
+        specs.append(CameraSpec(
+            name=name,
+            source_factory=factory,
+            label=camera.source_label,
+            watchdog_s=camera.watchdog_s,
+            open_timeout_s=camera.open_timeout_s,
+            reconnect=ReconnectPolicy(camera.reconnect.initial_s, camera.reconnect.max_s, camera.reconnect.jitter),
+            align=AlignConfig(frame_position=camera.align.frame_position, max_audio_wait_s=camera.align.max_audio_wait_s),
+            retry_after_end=camera.file is None or camera.loop,
+        ))
+    return specs
+
+
+def daemon_from_config(app: Any, publishers: Sequence[Publisher], *, metrics: Any = None,
+                       models: Sequence[DeviceModels] | None = None) -> Daemon:
+    """Everything the config describes, with models loaded (CheckpointError if they cannot be)."""
+    from avcc_stream.stream.alerts import AlertEngine
+    from avcc_stream.stream.infer import load_models
+
+    if models is None:
+        models = load_models(app.model.checkpoint, app.model.fallback_checkpoint, app.model.devices)
+    infer = InferConfig(
+        max_batch=app.inference.max_batch,
+        max_wait_s=app.inference.max_wait_ms / 1000.0,
+        workers=app.inference.workers,
+        queue_per_camera=app.inference.queue_per_camera,
+    )
+    return Daemon(
+        camera_specs(app), models, publishers, infer=infer, amp=app.model.amp,
+        alerts=AlertEngine(app.enabled_cameras()), hotspots=app.hotspots.enabled, top_k=app.hotspots.top_k,
+        metrics=metrics,
+    )
+
+
+async def run_daemon(daemon: Daemon) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.stop)
+    try:
+        await daemon.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
