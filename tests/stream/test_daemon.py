@@ -1,0 +1,105 @@
+"""The daemon in-process with real sources: watchdog, reconnect, file cameras, status records.
+
+Records go through the real JSON-lines publisher into a file the test reads back. The
+live camera is gst-rtsp-server's endless synthetic H.264 + AAC source; freezing the server
+(SIGSTOP) makes the stream stall without closing the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from avcc_stream.stream.align import AlignConfig
+from avcc_stream.stream.daemon import CameraSpec, Daemon, ReconnectPolicy
+from avcc_stream.stream.infer import InferConfig, load_models
+from avcc_stream.stream.publish.console import ConsolePublisher
+from avcc_stream.stream.rtsp_server import encode_test_clip, start_rtsp_server
+from avcc_stream.stream.sources import build_source
+from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
+
+pytestmark = pytest.mark.services
+
+
+def read_records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def test_watchdog_marks_a_frozen_camera_stalled_and_reconnects_while_file_cameras_run(tmp_path: Path) -> None:
+    models = load_models(
+        str(make_random_checkpoint(tmp_path, "cc-av-lowres", **SMALL_WIDTHS)),
+        str(make_random_checkpoint(tmp_path, "cc-v-lowres", **SMALL_WIDTHS)), ["cpu"],
+    )
+    once = encode_test_clip(tmp_path / "once.mp4", seconds=2.5, size=(64, 36))
+    looped = encode_test_clip(tmp_path / "loop.mp4", seconds=1.0, size=(64, 36))
+    out = tmp_path / "records.jsonl"
+    fast = ReconnectPolicy(initial_s=0.3, max_s=1.0, jitter=0.0)
+
+    def camera(name: str, watchdog_s: float = 5.0, retry_after_end: bool = True, **source) -> CameraSpec:
+        return CameraSpec(name=name, source_factory=partial(build_source, **source), label=name,
+                          watchdog_s=watchdog_s, open_timeout_s=2.0, reconnect=fast, align=AlignConfig(),
+                          retry_after_end=retry_after_end)
+
+    def of(camera_name: str, kind: str) -> list[dict]:
+        return [r for r in read_records(out) if r["camera"] == camera_name and r["kind"] == kind]
+
+    with start_rtsp_server({"live": "test"}, width=160, height=90) as server:
+        specs = [
+            # read timeout (5 s) longer than the watchdog (1.5 s): the watchdog must notice first
+            camera("live", watchdog_s=1.5, url=server.url("live"), open_timeout_s=2.0, read_timeout_s=5.0),
+            camera("once", file=once, retry_after_end=False),
+            camera("looped", file=looped, loop=True),
+        ]
+        daemon = Daemon(specs, models, [ConsolePublisher(out)], infer=InferConfig(max_wait_s=0.0))
+
+        async def scenario() -> None:
+            task = asyncio.create_task(daemon.run())
+            try:
+                await wait_for(lambda: len(of("live", "count")) >= 2, 60, "the live camera's first counts")
+                os.kill(server.process.pid, signal.SIGSTOP)
+                try:
+                    await wait_for(lambda: any(s["state"] == "stalled" for s in of("live", "status")), 30, "stalled")
+                    await asyncio.sleep(1.0)  # a reconnect attempt or two against the frozen server
+                finally:
+                    os.kill(server.process.pid, signal.SIGCONT)
+                stalled_at = len(of("live", "count"))
+                await wait_for(lambda: len(of("live", "count")) >= stalled_at + 2, 60, "counts after the thaw")
+                await wait_for(lambda: len(of("looped", "count")) >= 3, 30, "three windows of a looped 1 s clip")
+            finally:
+                daemon.stop()
+                await asyncio.wait_for(task, 15)
+
+        asyncio.run(scenario())
+
+    live = of("live", "status")
+    states = [s["state"] for s in live]
+    stalled = next(s for s in live if s["state"] == "stalled")
+    assert stalled["reason"] == "no frames for 1.5 s" and stalled["attempt"] >= 1 and stalled["retry_in_s"] > 0
+    assert states[0] == "online" and "online" in states[states.index("stalled"):], f"never back online: {states}"
+    assert states[-1] == "offline" and live[-1]["reason"] == "daemon stopped"
+
+    # the file that ends is counted to its end and not retried
+    once_status = [(s["state"], s["reason"]) for s in of("once", "status")]
+    assert once_status[-2:] == [("offline", "end of file"), ("offline", "daemon stopped")]
+    assert len(of("once", "count")) == 2  # 2.5 s of sound: two whole windows
+
+    # the looping file keeps counting past its own length, with increasing windows
+    ends = [r["window_end"] for r in of("looped", "count")]
+    assert len(ends) >= 3 and ends == sorted(set(ends))
