@@ -203,6 +203,9 @@ class SpoolFile:
     def _connect(self, synchronous: Synchronous) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT ourselves
         try:
+            # auto_vacuum only takes effect if set before anything is written to a new file
+            # (switching to WAL writes the header): a no-op on an existing spool.
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise SpoolError(f"spool {str(self.path)!r}: SQLite refused WAL mode ({mode})")
@@ -215,8 +218,6 @@ class SpoolFile:
                     f"avcc-stream understands ({SCHEMA_VERSION}); was it downgraded?"
                 )
             if version == 0:
-                # auto_vacuum must be chosen before the first table exists.
-                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 db.execute(_SCHEMA)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("SELECT COUNT(*) FROM records").fetchone()
@@ -354,8 +355,8 @@ class SpoolFile:
     def _give_back_space(self) -> None:
         """After a backlog drained, return its pages and WAL to the file system."""
         try:
-            self._db.execute("PRAGMA incremental_vacuum")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # executescript steps the pragma to the end; execute() would free one page.
+            self._db.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
         except sqlite3.Error as exc:  # housekeeping only: the data is already consistent
             log.warning("spool_vacuum_failed", output=self.name, error=str(exc))
 

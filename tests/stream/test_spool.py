@@ -73,6 +73,21 @@ def test_spool_is_wal_and_survives_close_and_reopen(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_a_drained_spool_gives_its_disk_space_back(tmp_path: Path) -> None:
+    path = tmp_path / "mqtt.sqlite3"
+    spool = SpoolFile(path)
+    spool.append([make_record(i, payload_size=2000) for i in range(500)])
+    spool._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    full_size = path.stat().st_size
+    assert full_size > 500 * 2000
+    spool.remove_through(spool.peek(1000)[-1].seq)
+    assert path.stat().st_size < full_size / 20
+    assert Path(f"{path}-wal").stat().st_size == 0
+    spool.append(make_record(500))  # still usable afterwards
+    assert spool.peek(1)[0].record == make_record(500)
+    spool.close()
+
+
 def test_record_bound_drops_oldest_and_counts_and_logs(tmp_path: Path) -> None:
     spool = SpoolFile(tmp_path / "mqtt.sqlite3", SpoolLimits(max_records=5, max_bytes=10**9))
     with structlog.testing.capture_logs() as logs:
