@@ -455,7 +455,7 @@ class Spool:
             await self._call(spool_file.close)
         finally:
             assert self._executor is not None
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=False)  # its last job is done: nothing to wait for
             self._executor = None
 
     def _opened(self) -> SpoolFile:
