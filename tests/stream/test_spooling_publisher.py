@@ -270,6 +270,39 @@ def test_an_unexpected_error_in_the_output_keeps_the_record_for_a_retry(tmp_path
     asyncio.run(scenario())
 
 
+def test_close_lets_a_publish_in_progress_finish_into_the_spool(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        output = FakeOutput()
+        publisher = make_publisher(tmp_path, output, publish_timeout_s=0.2)
+        await publisher.start()
+        output.hang = True
+        in_flight = asyncio.create_task(publisher.publish(make_record(0)))
+        await asyncio.sleep(0.05)
+        await publisher.close()
+        await in_flight  # neither lost nor an error: it timed out into the spool
+        assert publisher.stats.spooled_total == 1 and publisher.stats.lost_total == 0
+
+    asyncio.run(scenario())
+    leftover = SpoolFile(tmp_path / "spool" / "fake.sqlite3")
+    assert [item.record for item in leftover.peek(10)] == [make_record(0)]
+    leftover.close()
+
+
+def test_a_refused_start_releases_the_spool(tmp_path: Path) -> None:
+    class RefusingOutput(FakeOutput):
+        async def start(self) -> None:
+            raise PublishError("not authorised")
+
+    async def scenario() -> None:
+        publisher = make_publisher(tmp_path, RefusingOutput())
+        with pytest.raises(PublishError, match="not authorised"):
+            await publisher.start()
+        assert not publisher.spool.is_open
+
+    asyncio.run(scenario())
+    SpoolFile(tmp_path / "spool" / "fake.sqlite3").close()  # not locked any more
+
+
 def test_close_keeps_the_backlog_on_disk_for_the_next_start(tmp_path: Path) -> None:
     async def first_run() -> None:
         output = FakeOutput(up=False)

@@ -92,6 +92,9 @@ class SpoolingPublisher:
             # The daemon still starts: records spool until the output is reachable.
             log.warning("output_unavailable_at_start", output=self.name, error=str(exc))
             self._begin_outage()
+        except BaseException:  # refused for good (e.g. PublishError: bad credentials)
+            await self.spool.close()
+            raise
         if self.spool.depth:
             self._begin_outage()
         self._replay_task = asyncio.create_task(self._replay_forever(), name=f"replay-{self.name}")
@@ -125,18 +128,20 @@ class SpoolingPublisher:
             self._backlog_waiting.set()
 
     async def close(self) -> None:
-        """Stops replaying; whatever is still spooled stays on disk for the next start."""
+        """Stops replaying; whatever is still spooled stays on disk for the next start.
+        A publish in progress finishes first (delivered or spooled, within its timeout)."""
         self._closed = True
         if self._replay_task is not None:
             self._replay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._replay_task
             self._replay_task = None
-        try:
-            if self._inner_started:
-                await self.inner.close()
-        finally:
-            await self.spool.close()
+        async with self._order_lock:
+            try:
+                if self._inner_started:
+                    await self.inner.close()
+            finally:
+                await self.spool.close()
 
     # -- observability ---------------------------------------------------------------------
 
