@@ -1,0 +1,298 @@
+"""`avcc-stream demo`: the whole product on one machine, nothing external needed.
+
+1. a synthetic crowd clip with sound (`avcc-stream synth-video`, cached between runs),
+2. served over a local RTSP server (gst-rtsp-server) as a camera with H.264 + AAC,
+3. local mosquitto and redis-server on free loopback ports,
+4. the daemon (`avcc-stream run --config configs/demo.yaml`) with the shipped checkpoints,
+5. ~30 s of what a subscriber of `crowd/+/count` receives, printed as it arrives,
+6. then everything it started is stopped (also on Ctrl-C or an error).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "avcc-stream" / "demo"
+CLIP_SIZE = "480x270"
+CLIP_SEED = 7
+CAMERA = "plaza"
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def shout(text: str) -> None:
+    """A warning nobody can miss."""
+    bar = "!" * 78
+    say(f"\n{bar}\n{text}\n{bar}\n")
+
+
+# --------------------------------------------------------------------------------------
+# local services
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+    if found is None:
+        raise RuntimeError(f"{name} is not installed: run `make setup`")
+    return found
+
+
+def start_service(name: str, args: list[str], port: int, workdir: Path, timeout: float = 10.0) -> subprocess.Popen:
+    """Start a server and return once 127.0.0.1:`port` accepts connections."""
+    log = open(workdir / f"{name}.log", "wb")
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               cwd=workdir, start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}; see {workdir / (name + '.log')}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError:
+            time.sleep(0.02)
+    stop_process(process)
+    raise RuntimeError(f"{name} did not listen on port {port} within {timeout:g} s")
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> int | None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
+    # mosquitto 2 cannot bind port 0: pick a free port and write a config for it.
+    port = free_port()
+    config = workdir / "mosquitto.conf"
+    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false", "log_dest stdout"]
+    if os.geteuid() == 0:
+        lines.append("user root")  # as root mosquitto would switch to a user that cannot read workdir
+    config.write_text("\n".join(lines) + "\n")
+    return start_service("mosquitto", [_binary("mosquitto"), "-c", str(config)], port, workdir), port
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    args = [_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir)]
+    return start_service("redis-server", args, port, workdir), port
+
+
+# --------------------------------------------------------------------------------------
+# clip and checkpoints
+
+
+def synth_video_available() -> bool:
+    from avcc_stream.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command")  # the subcommand action
+    return "synth-video" in commands.choices
+
+
+def make_clip(seconds: int) -> tuple[Path, Path | None]:
+    """The demo camera's clip (cached), and its per-second ground-truth file if it has one."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    if synth_video_available():
+        clip = CACHE_DIR / f"crowd-{CLIP_SIZE}-{seconds}s-seed{CLIP_SEED}.mp4"
+        counts = Path(f"{clip}.counts.json")
+        if not (clip.exists() and counts.exists()):
+            say(f"generating a {seconds} s synthetic crowd clip with sound (once; cached in {CACHE_DIR}) ...")
+            subprocess.run([sys.executable, "-m", "avcc_stream", "synth-video", "--out", str(clip),
+                            "--seconds", str(seconds), "--seed", str(CLIP_SEED), "--size", CLIP_SIZE], check=True)
+        return clip, counts
+    # TODO(data): remove this branch once `avcc-stream synth-video` is on main everywhere.
+    from avcc_stream.stream.rtsp_server import encode_test_clip
+
+    shout("`avcc-stream synth-video` is not available in this checkout: the demo camera shows\n"
+          "ffmpeg's test pattern with a tone instead of a synthetic crowd.")
+    clip = CACHE_DIR / f"testsrc-{seconds}s.mp4"
+    if not clip.exists():
+        encode_test_clip(clip, seconds=seconds, size=(480, 270))
+    return clip, None
+
+
+def checkpoints(workdir: Path) -> tuple[str, str]:
+    """The shipped checkpoints, or freshly initialised ones (loudly) when none is shipped."""
+    from avcc_stream.model.checkpoint import CheckpointError, resolve_checkpoint
+
+    try:
+        resolve_checkpoint("builtin:cc-av-lowres")
+        resolve_checkpoint("builtin:cc-v-lowres")
+        return "builtin:cc-av-lowres", "builtin:cc-v-lowres"
+    except CheckpointError as exc:
+        shout("NO TRAINED CHECKPOINT IS SHIPPED YET (" + str(exc).split(";")[0] + ").\n"
+              "The demo runs with FRESHLY INITIALISED, UNTRAINED CC-AV / CC-V models:\n"
+              "the pipeline is real, the COUNTS ARE MEANINGLESS.")
+    import torch
+
+    from avcc_stream.model import ModelConfig, build_model
+    from avcc_stream.model.checkpoint import save_checkpoint
+
+    paths = []
+    for preset in ("cc-av-lowres", "cc-v-lowres"):
+        torch.manual_seed(0)
+        path = workdir / f"untrained-{preset}.safetensors"
+        save_checkpoint(path, build_model(ModelConfig.from_preset(preset)).eval(),
+                        provenance={"source": "avcc-stream demo: random initialisation, NOT TRAINED"})
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+# --------------------------------------------------------------------------------------
+# the subscriber
+
+
+class Subscriber:
+    """Prints what a subscriber of `crowd/+/count` (and the camera's status/alerts) receives."""
+
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.counts = 0
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="avcc-demo-subscriber")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe([("crowd/+/count", 1), ("crowd/+/status", 1), ("crowd/+/alert", 1)])
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self._lock:
+            text = message.payload.decode("utf-8", "replace")
+            if message.topic.endswith("/count"):
+                self.counts += 1
+            say(f"{message.topic:<20} {text}")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _daemon_errors(log_path: Path) -> list[str]:
+    lines = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            lines.append(line)
+            continue
+        if record.get("level") in ("error", "critical"):
+            lines.append(line)
+    return lines
+
+
+# --------------------------------------------------------------------------------------
+# the demo
+
+
+def run_demo(seconds: float = 30.0, workdir: str | None = None) -> int:
+    from avcc_stream.cli import CommandError
+    from avcc_stream.stream.rtsp_server import start_rtsp_server
+
+    if not DEMO_CONFIG.is_file():
+        raise CommandError(f"{DEMO_CONFIG} not found: run the demo from a checkout of the repository")
+    with ExitStack() as stack:
+        if workdir is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="avcc-demo-")))
+        else:
+            folder = Path(workdir)
+            folder.mkdir(parents=True, exist_ok=True)
+        say("avcc-stream demo: synthetic camera with sound -> RTSP -> daemon -> MQTT + Redis\n")
+        clip, truth_file = make_clip(int(seconds) + 20)  # the RTSP file source plays once per connection
+        checkpoint, fallback = checkpoints(folder)
+
+        server = stack.enter_context(start_rtsp_server({CAMERA: f"file:{clip}"}))
+        broker, mqtt_port = start_mosquitto(folder)
+        stack.callback(stop_process, broker)
+        store, redis_port = start_redis(folder)
+        stack.callback(stop_process, store)
+        say(f"RTSP camera   {server.url(CAMERA)}  ({clip.name})")
+        say(f"MQTT broker   127.0.0.1:{mqtt_port}   Redis 127.0.0.1:{redis_port}")
+        say(f"model         {checkpoint}  (fallback without sound: {fallback})")
+
+        subscriber = Subscriber(mqtt_port)
+        stack.callback(subscriber.close)
+        env = dict(os.environ, AVCC_DEMO_CHECKPOINT=checkpoint, AVCC_DEMO_FALLBACK=fallback,
+                   AVCC_DEMO_MQTT_PORT=str(mqtt_port), AVCC_DEMO_REDIS_PORT=str(redis_port),
+                   AVCC_DEMO_RTSP_URL=server.url(CAMERA))
+        log_path = folder / "daemon.log"
+        command = [sys.executable, "-m", "avcc_stream", "run", "--config", str(DEMO_CONFIG)]
+        say(f"daemon        {' '.join(command[1:])}   (JSON logs: {log_path})")
+        say(f"\n--- what `mosquitto_sub -t 'crowd/+/count'` receives, for {seconds:g} s "
+            "(plus the camera's status and alerts) ---")
+        with open(log_path, "wb") as log:
+            daemon = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        stack.callback(stop_process, daemon)
+
+        deadline = time.monotonic() + seconds
+        patience = time.monotonic() + max(seconds, 60.0)  # a cold start may take a while
+        try:
+            while daemon.poll() is None:
+                now = time.monotonic()
+                if now >= deadline and (subscriber.counts > 0 or now >= patience):
+                    break
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            say("\ninterrupted")
+        started = time.monotonic()
+        code = stop_process(daemon)
+        stopped_in = time.monotonic() - started
+        time.sleep(0.3)
+        say(f"--- daemon stopped (SIGTERM -> exit {code} in {stopped_in:.1f} s) ---\n")
+
+        import redis
+
+        client = redis.Redis(port=redis_port, decode_responses=True)
+        key = f"crowd:{CAMERA}:count"
+        kind = client.type(key)
+        if kind == "stream":
+            entries = client.xrange(key)
+            last = entries[-1][1] if entries else None
+            say(f"Redis         {key}: a Redis Stream of {len(entries)} entries"
+                + (f", the last: count {last['count']} at {last['ts']}" if last else ""))
+        else:
+            say(f"Redis         {key}: {kind} (RedisTimeSeries), {client.execute_command('TS.INFO', key)[1]} samples")
+        client.close()
+        if truth_file is not None and truth_file.exists():
+            say(f"ground truth  per-second counts of the clip: {truth_file}")
+        errors = _daemon_errors(log_path)
+        if subscriber.counts == 0 or code != 0:
+            say("the daemon did not publish counts; its last log lines:")
+            for line in log_path.read_text(errors="replace").splitlines()[-15:]:
+                say("  " + line)
+            return 1
+        if errors:
+            say(f"{len(errors)} error line(s) in the daemon log, e.g.: {errors[0][:300]}")
+        say(f"\n{subscriber.counts} count messages received. Everything the demo started is stopped.")
+        return 0
