@@ -52,6 +52,7 @@ log = structlog.get_logger("avcc_stream.daemon")
 SHUTDOWN_BUDGET_S = 8.0  # SIGTERM -> exit, leaving room under systemd's and the tests' 10 s
 SOURCE_QUEUE_ITEMS = 512  # ~7 s of 25 fps video + 48 kHz AAC per camera
 OUTBOX_RECORDS = 1024
+STATS_EVERY_WINDOWS = 60  # a camera_stats log line (A/V skew, gaps, decode fps) per minute
 
 
 # --------------------------------------------------------------------------------------
@@ -138,6 +139,9 @@ class CameraRunner:
         self._said_no_audio = False
         self._said_audio_gap = False
         self.windows_cut = 0
+        self._aligner: WindowAligner | None = None
+        self._frames = 0
+        self._session_started = time.monotonic()
 
     def stop(self) -> None:
         """Ask the runner to finish: the current connection's complete windows are still counted."""
@@ -175,7 +179,8 @@ class CameraRunner:
         source.start(queue)
         aligner: WindowAligner | None = None
         info: StreamInfo | None = None
-        frames = 0
+        self._frames = frames = 0
+        self._session_started = time.monotonic()
         frame_duration = 0.04
         deadline = time.monotonic() + self.spec.open_timeout_s + self.spec.watchdog_s
         self.log.info("camera_connecting", source=self.spec.label, attempt=self.attempts)
@@ -189,6 +194,7 @@ class CameraRunner:
                     return "stalled", reason, True
                 if isinstance(item, VideoItem):
                     frames += 1
+                    self._frames = frames
                     deadline = time.monotonic() + self.spec.watchdog_s
                     if frames == 1:
                         self._went_online(info)
@@ -200,7 +206,7 @@ class CameraRunner:
                 elif isinstance(item, SourceOpened):
                     info = item.info
                     frame_duration = 1.0 / info.frame_rate if info.frame_rate else 0.04
-                    aligner = WindowAligner(
+                    aligner = self._aligner = WindowAligner(
                         self.spec.name, has_audio=info.has_audio, shared_clock=info.shared_clock,
                         wrap_periods_s=info.wrap_periods_s, config=self.spec.align,
                     )
@@ -217,8 +223,9 @@ class CameraRunner:
         finally:
             source.stop()
             self._queue = None
+            self._aligner = None
             if aligner is not None:
-                self.daemon.note_align_stats(self.spec.name, aligner)
+                self.daemon.note_align_stats(self.spec.name, aligner, self._decode_fps())
 
     def _opened(self, info: StreamInfo) -> None:
         self.log.info("camera_opened", source=info.url, video=info.video_codec, size=info.video_size,
@@ -242,6 +249,12 @@ class CameraRunner:
             window = await asyncio.to_thread(aligned.materialize)  # RGB + 16 kHz off the loop
             self.windows_cut += 1
             self.daemon.submit(window, aligned)
+            if self.windows_cut % STATS_EVERY_WINDOWS == 0 and self._aligner is not None:
+                self.daemon.note_align_stats(self.spec.name, self._aligner, self._decode_fps(), periodic=True)
+
+    def _decode_fps(self) -> float:
+        elapsed = time.monotonic() - self._session_started
+        return self._frames / elapsed if elapsed > 0 else 0.0
 
     def _set_state(self, state: CameraState, reason: str, **details: Any) -> None:
         changed = (state, reason) != (self.state, getattr(self, "_reason", None))
@@ -396,15 +409,20 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.reconnects.labels("camera", camera).inc()
 
-    def note_align_stats(self, camera: str, aligner: WindowAligner) -> None:
+    def note_align_stats(self, camera: str, aligner: WindowAligner, decode_fps: float, periodic: bool = False) -> None:
+        """Log a connection's alignment figures (A/V skew, gaps, jumps), periodically and at its end."""
         stats = aligner.stats
-        log.info("camera_connection_summary", camera=camera, windows=stats.windows,
+        dropped = self._pool.dropped.get(camera, 0) if self._pool is not None else 0
+        log.info("camera_stats" if periodic else "camera_connection_summary", camera=camera, windows=stats.windows,
+                 decode_fps=round(decode_fps, 1), inference_dropped_total=dropped,
                  without_audio=stats.windows_without_audio, no_frame=stats.windows_dropped_no_frame,
                  late_audio_chunks=stats.late_audio_chunks, audio_gap_s=round(stats.audio_gap_s, 3),
                  jumps=stats.jumps, wraps=stats.wraps, av_skew_ms_max=round(stats.av_skew_ms_max, 1),
                  arrival_skew_ms=None if stats.arrival_skew_ms is None else round(stats.arrival_skew_ms, 1))
-        if self.metrics is not None and stats.windows_dropped_no_frame:
-            self.metrics.windows_dropped.labels(camera, "no_frame").inc(stats.windows_dropped_no_frame)
+        if self.metrics is not None:
+            self.metrics.decode_fps.labels(camera).set(decode_fps)
+            if not periodic and stats.windows_dropped_no_frame:
+                self.metrics.windows_dropped.labels(camera, "no_frame").inc(stats.windows_dropped_no_frame)
 
     # ---------------------------------------------------------------- pool callbacks (worker threads)
 

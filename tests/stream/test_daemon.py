@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from avcc_stream.observability import Metrics
 from avcc_stream.stream.align import AlignConfig
 from avcc_stream.stream.daemon import CameraSpec, Daemon, ReconnectPolicy
 from avcc_stream.stream.infer import InferConfig, load_models
@@ -67,7 +68,8 @@ def test_watchdog_marks_a_frozen_camera_stalled_and_reconnects_while_file_camera
             camera("once", file=once, retry_after_end=False),
             camera("looped", file=looped, loop=True),
         ]
-        daemon = Daemon(specs, models, [ConsolePublisher(out)], infer=InferConfig(max_wait_s=0.0))
+        metrics = Metrics()
+        daemon = Daemon(specs, models, [ConsolePublisher(out)], infer=InferConfig(max_wait_s=0.0), metrics=metrics)
 
         async def scenario() -> None:
             task = asyncio.create_task(daemon.run())
@@ -103,3 +105,9 @@ def test_watchdog_marks_a_frozen_camera_stalled_and_reconnects_while_file_camera
     # the looping file keeps counting past its own length, with increasing windows
     ends = [r["window_end"] for r in of("looped", "count")]
     assert len(ends) >= 3 and ends == sorted(set(ends))
+
+    # and the operator's metrics saw the same
+    sample = metrics.registry.get_sample_value
+    assert sample("avcc_windows_processed_total", {"camera": "looped"}) == len(ends)
+    assert sample("avcc_reconnects_total", {"component": "camera", "name": "live"}) >= 1
+    assert metrics.health.cameras()["once"]["status"] == "offline"
