@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -204,3 +207,102 @@ def test_a_full_queue_drops_media_and_counts_it_but_always_delivers_the_end(tmp_
     queue, items = asyncio.run(never_read())
     assert queue.dropped > 0
     assert isinstance(items[0], SourceOpened) and items[-1] == SourceEnded("end of file", error=False)
+
+
+# --------------------------------------------------------------------------------------
+# microphone: a userspace PulseAudio with a null sink stands in for the hardware
+
+PAIRED_CHILD = r"""
+import asyncio, json, sys, time
+import numpy as np
+from avcc_stream.stream.align import WindowAligner
+from avcc_stream.stream.sources import (AVSource, AudioItem, MicrophoneSource, PairedSource, SourceOpened,
+                                        SourceQueue, VideoItem)
+
+async def main(url, seconds):
+    queue = SourceQueue(asyncio.get_running_loop())
+    source = PairedSource(AVSource(url), MicrophoneSource("pulse", sample_rate=16000))
+    source.start(queue)
+    items, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            items.append(await asyncio.wait_for(queue.get(), 0.5))
+        except asyncio.TimeoutError:
+            pass
+    source.stop()
+    joined = source.video.join(5) and source.audio.join(5)
+    opened = [i.info for i in items if isinstance(i, SourceOpened)]
+    audio = [i for i in items if isinstance(i, AudioItem)]
+    video = [i for i in items if isinstance(i, VideoItem)]
+    aligner = WindowAligner("cam", has_audio=True, shared_clock=opened[0].shared_clock)
+    windows = []
+    for item in items:
+        if isinstance(item, AudioItem):
+            windows += aligner.push_audio(item.pts, item.samples, item.sample_rate, item.arrival)
+        elif isinstance(item, VideoItem):
+            windows += aligner.push_video(item.pts, item.frame, item.arrival)
+    last_second = np.concatenate([a.samples for a in audio])[-16000:]
+    print(json.dumps({
+        "opened": len(opened), "has_audio": opened[0].has_audio, "shared_clock": opened[0].shared_clock,
+        "audio_codec": opened[0].audio_codec, "video": len(video), "rates": sorted({a.sample_rate for a in audio}),
+        "peak_hz": float(np.argmax(np.abs(np.fft.rfft(last_second)))), "rms": float(np.sqrt(np.mean(last_second ** 2))),
+        "pts_gap": max(abs(b.pts - a.pts - a.samples.size / a.sample_rate) for a, b in zip(audio, audio[1:])),
+        "windows": len(windows), "with_audio": sum(w.audio is not None for w in windows),
+        "skew_ms": max(w.av_skew_ms for w in windows), "joined": joined,
+    }))
+
+asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+"""
+
+
+@pytest.fixture
+def pulse_microphone(tmp_path: Path):
+    """A PulseAudio server of our own whose default source hears what `play(tone)` plays."""
+    for binary in ("pulseaudio", "pacat"):
+        if shutil.which(binary) is None:
+            raise RuntimeError(f"{binary} is missing: run `make setup` (apt pulseaudio pulseaudio-utils libasound2-plugins)")
+    socket_path = tmp_path / "pulse-native"
+    env = dict(os.environ, HOME=str(tmp_path), PULSE_RUNTIME_PATH=str(tmp_path / "run"),
+               PULSE_STATE_PATH=str(tmp_path / "state"), PULSE_SERVER=f"unix:{socket_path}")
+    server = subprocess.Popen(
+        ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no", "--disable-shm=yes",
+         "-L", f"module-native-protocol-unix socket={socket_path} auth-anonymous=1",
+         "-L", "module-null-sink sink_name=mic rate=16000 channels=1", "-L", "module-always-sink"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    players: list[subprocess.Popen] = []
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["pactl", "set-default-source", "mic.monitor"], env=env,
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "PulseAudio did not start"
+            time.sleep(0.1)
+
+        def play(samples: np.ndarray) -> None:
+            raw = tmp_path / "play.raw"
+            samples.astype("<f4").tofile(raw)
+            players.append(subprocess.Popen(["pacat", "-p", "--device=mic", "--rate=16000", "--channels=1",
+                                             "--format=float32le", str(raw)], env=env))
+
+        yield env, play
+    finally:
+        for process in [*players, server]:
+            process.terminate()
+            process.wait(5)
+
+
+def test_a_microphone_supplies_the_sound_of_a_video_only_camera(rtsp_server: RtspServer, pulse_microphone) -> None:
+    env, play = pulse_microphone
+    t = np.arange(16_000 * 15) / 16_000
+    play(0.5 * np.sin(2 * np.pi * 440 * t))
+    result = subprocess.run([sys.executable, "-c", PAIRED_CHILD, rtsp_server.url("video"), "5"], env=env,
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["opened"] == 1 and summary["has_audio"] and summary["shared_clock"] is False
+    assert summary["audio_codec"] == "pcm" and summary["rates"] == [16_000] and summary["video"] >= 25
+    assert summary["peak_hz"] == pytest.approx(440, abs=2) and summary["rms"] == pytest.approx(0.5 / np.sqrt(2), rel=0.05)
+    assert summary["pts_gap"] < 1e-6  # a gap-free sample clock
+    # paired through wall-clock time: every window has the microphone's sound and a nearby frame
+    assert summary["windows"] >= 2 and summary["with_audio"] == summary["windows"]
+    assert summary["skew_ms"] <= 40 and summary["joined"]
