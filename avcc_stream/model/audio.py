@@ -85,8 +85,15 @@ class LogMelFrontEnd(nn.Module):
         minimum = (PATCH_FRAMES - 1) * HOP_SAMPLES + WINDOW_SAMPLES
         if waveform.shape[1] < minimum:
             raise ValueError(f"need at least {minimum} samples (0.975 s at 16 kHz), got {waveform.shape[1]}")
+        # Autocast (AMP training) must not push the float64 front end to float16.
+        with torch.autocast(waveform.device.type, enabled=False):
+            log_mel = self._log_mel(waveform.double())
+        # Same precision as the caller's waveform (float32 from prepare_audio; half for a half model).
+        return log_mel.to(waveform.dtype if waveform.is_floating_point() else torch.float32)
+
+    def _log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         magnitude = torchaudio.functional.spectrogram(
-            waveform.double(),
+            waveform,
             pad=self.pad,
             window=self.window.double(),
             n_fft=FFT_SIZE,
@@ -97,7 +104,7 @@ class LogMelFrontEnd(nn.Module):
             center=False,
         )  # B x 257 x frames
         mel = magnitude.transpose(1, 2)[:, :PATCH_FRAMES] @ self.mel_matrix.double()  # B x 96 x 64
-        return torch.log(mel + LOG_OFFSET).float().unsqueeze(1)
+        return torch.log(mel + LOG_OFFSET).unsqueeze(1)
 
 
 class VGGishFeatures(nn.Module):

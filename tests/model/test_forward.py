@@ -86,3 +86,18 @@ def test_wrong_image_size_names_the_expected_size():
     cfg = ModelConfig.from_preset("cc-v-lowres")
     with pytest.raises(ValueError, match="3 x 72 x 128"):
         build_model(cfg)(torch.zeros(1, 3, 64, 64))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset", ["cc-av-lowres", "audiocsrnet-lowres"])
+def test_forward_on_cuda_with_autocast_matches_cpu(preset):
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset(preset)
+    model = build_model(cfg).eval()
+    images, audio = random_batch(cfg, 2)
+    with torch.no_grad():
+        expected = model(images, audio).count
+        model.cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got = model(images.cuda(), audio.cuda()).count.float().cpu()
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05)
