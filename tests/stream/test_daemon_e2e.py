@@ -245,6 +245,7 @@ def test_redis_holds_the_same_series_as_mqtt(daemon_run: Run) -> None:
 def test_sigterm_drains_and_exits_0_within_10_s_with_nothing_half_written(daemon_run: Run) -> None:
     assert daemon_run.exit_code == 0
     assert daemon_run.shutdown_s is not None and daemon_run.shutdown_s < 10.0
+    print(f"SIGTERM -> exit 0 in {daemon_run.shutdown_s:.2f} s")
     for message in daemon_run.messages:  # every message is whole JSON (availability is plain text)
         if not message.topic.endswith("/availability"):
             message.json()
