@@ -186,6 +186,10 @@ class CameraRunner:
         self.log.info("camera_connecting", source=self.spec.label, attempt=self.attempts)
         try:
             while True:
+                if self._stopping:  # stop() may have come before this queue existed
+                    if aligner is not None:
+                        await self._forward(aligner.flush())
+                    return None
                 try:
                     item = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
                 except asyncio.TimeoutError:
@@ -307,7 +311,7 @@ class Daemon:
         self._outbox: asyncio.Queue[CountResult | OutboundRecord | None] | None = None
         self._stop_event: asyncio.Event | None = None
         self._pool: InferencePool | None = None
-        self._failures_logged: dict[str, int] = {}
+        self._camera_tasks: dict[str, asyncio.Task[None]] = {}
 
     # ---------------------------------------------------------------- public
 
@@ -336,15 +340,31 @@ class Daemon:
         )
         self._pool.start()
         publish_task = asyncio.create_task(self._publish_stage(), name="publish")
-        camera_tasks = {}
         for spec in self.specs:
-            runner = self.runners[spec.name] = CameraRunner(spec, self)
-            camera_tasks[spec.name] = asyncio.create_task(self._supervise(runner), name=f"camera-{spec.name}")
+            self.start_camera(spec)
         log.info("daemon_started", cameras=[s.name for s in self.specs], devices=[m.device for m in self.models],
                  model=self.models[0].primary.name, fallback=self.vision_model_name,
                  outputs=[p.name for p in self.publishers], max_batch=self.infer_config.max_batch)
         await self._stop_event.wait()
-        await self._shutdown(camera_tasks, publish_task)
+        await self._shutdown(self._camera_tasks, publish_task)
+
+    def start_camera(self, spec: CameraSpec) -> None:
+        """Add a camera to a running daemon (e.g. after a config reload)."""
+        if spec.name in self.runners:
+            raise ValueError(f"camera {spec.name!r} is already running")
+        runner = self.runners[spec.name] = CameraRunner(spec, self)
+        self._camera_tasks[spec.name] = asyncio.create_task(self._supervise(runner), name=f"camera-{spec.name}")
+
+    async def stop_camera(self, name: str, timeout: float = 5.0) -> None:
+        """Stop one camera (its cut windows are still counted); the others are not touched."""
+        runner = self.runners.pop(name)
+        task = self._camera_tasks.pop(name)
+        runner.stop()
+        _, late = await asyncio.wait({task}, timeout=timeout)
+        for pending in late:
+            pending.cancel()
+        if self.metrics is not None:
+            self.metrics.forget_camera(name)
 
     async def _supervise(self, runner: CameraRunner) -> None:
         """A bug in one camera's code path must not take the other cameras down."""
@@ -368,9 +388,10 @@ class Daemon:
         for runner in self.runners.values():
             runner.stop()
         # 1. the cameras finish the window they are cutting (a bounded wait)
-        _, late = await asyncio.wait(camera_tasks.values(), timeout=max(0.1, min(2.0, deadline - time.monotonic())))
-        for task in late:
-            task.cancel()
+        if camera_tasks:
+            _, late = await asyncio.wait(camera_tasks.values(), timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+            for task in late:
+                task.cancel()
         # 2. the pool counts what is queued
         assert self._pool is not None
         drained = await asyncio.to_thread(self._pool.stop, max(0.1, deadline - time.monotonic() - 2.0))

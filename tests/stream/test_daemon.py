@@ -84,6 +84,10 @@ def test_watchdog_marks_a_frozen_camera_stalled_and_reconnects_while_file_camera
                 stalled_at = len(of("live", "count"))
                 await wait_for(lambda: len(of("live", "count")) >= stalled_at + 2, 60, "counts after the thaw")
                 await wait_for(lambda: len(of("looped", "count")) >= 3, 30, "three windows of a looped 1 s clip")
+                await daemon.stop_camera("looped")  # as a config reload would: the others go on
+                looped_at, live_at = len(of("looped", "count")), len(of("live", "count"))
+                await wait_for(lambda: len(of("live", "count")) >= live_at + 2, 30, "live counts after removing looped")
+                assert len(of("looped", "count")) == looped_at
             finally:
                 daemon.stop()
                 await asyncio.wait_for(task, 15)
@@ -108,6 +112,36 @@ def test_watchdog_marks_a_frozen_camera_stalled_and_reconnects_while_file_camera
 
     # and the operator's metrics saw the same
     sample = metrics.registry.get_sample_value
-    assert sample("avcc_windows_processed_total", {"camera": "looped"}) == len(ends)
+    assert sample("avcc_windows_processed_total", {"camera": "live"}) == len(of("live", "count"))
     assert sample("avcc_reconnects_total", {"component": "camera", "name": "live"}) >= 1
     assert metrics.health.cameras()["once"]["status"] == "offline"
+    assert "looped" not in metrics.health.cameras()  # forgotten when it was removed
+
+
+def test_check_config_says_ok_or_names_file_line_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from avcc_stream.cli import main
+
+    good = tmp_path / "good.yaml"
+    good.write_text("cameras:\n  gate: {url: rtsp://127.0.0.1:8554/gate}\n")
+    assert main(["check-config", str(good)]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: {good} (1 camera(s) enabled: gate)")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  gate:\n    url: rtsp://127.0.0.1:8554/gate\n    watchdog_s: soon\n")
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:4:" in err and "cameras.gate.watchdog_s" in err
+
+
+def test_run_refuses_a_config_without_cameras_or_without_a_usable_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from avcc_stream.cli import main
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("cameras: {}\n")
+    assert main(["run", "--config", str(empty)]) == 2
+    assert "no camera is enabled" in capsys.readouterr().err
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(f"model: {{checkpoint: {tmp_path / 'nope.safetensors'}, device: cpu}}\n"
+                       "mqtt: {enabled: false}\ncameras:\n  gate: {url: rtsp://127.0.0.1:1/gate}\n")
+    assert main(["run", "--config", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the model" in err and "nope.safetensors: no such checkpoint file" in err
