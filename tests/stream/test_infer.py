@@ -138,3 +138,24 @@ def test_a_fallback_that_uses_audio_is_rejected(checkpoints: tuple[Path, Path]) 
     av, _ = checkpoints
     with pytest.raises(ValueError, match="must be a vision-only model"):
         load_models(str(av), str(av), ["cpu"])
+
+
+@pytest.mark.gpu
+def test_cuda_with_amp_counts_like_the_cpu(checkpoints: tuple[Path, Path]) -> None:
+    av, v = checkpoints
+    windows = [window("gate", s) for s in range(3)] + [window("bar", s, audio=False) for s in range(3)]
+    results = {}
+    for device in ("cpu", "cuda"):
+        collected = Collector()
+        pool = InferencePool(load_models(str(av), str(v), [device]), InferConfig(max_batch=8, max_wait_s=0.0),
+                             collected, amp=True)
+        for w in windows:
+            pool.submit(w)
+        pool.start()
+        assert pool.stop(timeout=120)
+        results[device] = {(r.camera, r.window_end): r for r in collected.results}
+    assert results["cpu"].keys() == results["cuda"].keys()
+    for key, cpu in results["cpu"].items():
+        gpu = results["cuda"][key]
+        assert np.isfinite(gpu.count) and gpu.count == pytest.approx(cpu.count, rel=0.05, abs=0.05)
+        assert np.allclose(gpu.patch_counts, cpu.patch_counts, rtol=0.05, atol=0.05)
