@@ -13,7 +13,6 @@ ground truth anyway, so this test checks the pipeline, not the model.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
