@@ -65,15 +65,29 @@ def preprocessing_header(cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, provenance: dict[str, Any] | None = None) -> Path:
-    """Write `model` (built by build_model, so it carries `.config`) to `path`, atomically."""
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    provenance: dict[str, Any] | None = None,
+    storage_dtype: torch.dtype | None = None,
+) -> Path:
+    """Write `model` (built by build_model, so it carries `.config`) to `path`, atomically.
+
+    `storage_dtype=torch.float16` (or bfloat16) stores floating-point tensors at half size, for
+    checkpoints shipped in the repository; loading casts them back to the model's float32.
+    """
     from safetensors.torch import save
 
     path = Path(path)
     cfg = getattr(model, "config", None)
     if not isinstance(cfg, ModelConfig):
         raise TypeError("save_checkpoint needs a model built by build_model (it has no ModelConfig in .config)")
-    tensors = {name: t.detach().cpu().contiguous().clone() for name, t in model.state_dict().items()}
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous().clone()
+        if storage_dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(storage_dtype)
+        tensors[name] = tensor
     header = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -83,6 +97,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, provenance: dict[str, An
         "torch_version": torch.__version__,
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "provenance": dict(provenance or {}),
+        "storage_dtype": str(storage_dtype).removeprefix("torch.") if storage_dtype is not None else "native",
         "tensors_sha256": _tensors_digest(tensors),
     }
     try:
@@ -165,7 +180,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: weights do not match the {cfg.name} ({cfg.architecture}) model this code builds from its "
             f"config: {'; '.join(problems)}"
         )
-    model.load_state_dict(tensors, strict=True)
+    model.load_state_dict(tensors, strict=True)  # copies, so half-precision storage becomes float32
     model.to(map_location).eval()
     return LoadedCheckpoint(model=model, config=cfg, header=header, path=path)
 

@@ -133,8 +133,11 @@ def run_model_info(args: argparse.Namespace) -> int:
     runs = 0 if args.no_timing else args.runs
     costs = {p: measure(p, runs) for p in presets}
     print(f"batch 1, CPU ({torch.get_num_threads()} threads), torch {torch.__version__}; ratios are to AudioCSRNet "
-          "at the same input size (its preset measured here when not listed)")  # fmt: skip
-    header = f"{'preset':20s} {'input':>9s} {'params':>9s} {'GFLOPs':>8s} {'CPU ms':>8s}   {'x params':>8s} {'x GFLOPs':>8s} {'x time':>7s}"
+          "at the same input size (its preset measured here when not listed); x time uses the medians")  # fmt: skip
+    header = (
+        f"{'preset':20s} {'input':>9s} {'params':>9s} {'GFLOPs':>8s} {'median ms':>9s} {'best ms':>8s}   "
+        f"{'x params':>8s} {'x GFLOPs':>8s} {'x time':>7s}"
+    )
     print(header)
     for preset in presets:
         cost = costs[preset]
@@ -145,7 +148,9 @@ def run_model_info(args: argparse.Namespace) -> int:
                 costs[reference_name] = measure(reference_name, runs)
             reference = costs[reference_name]
         size = f"{cost.input_size[0]}x{cost.input_size[1]}"
-        millis = f"{cost.forward_ms:8.1f}" if cost.forward_ms is not None else f"{'-':>8s}"
+        millis = (
+            f"{cost.forward_ms:9.1f} {cost.forward_best_ms:8.1f}" if cost.forward_ms is not None else f"{'-':>9s} {'-':>8s}"
+        )
         ratios = ""
         if reference is not None:
             time_ratio = (

@@ -21,6 +21,7 @@ class ModelCost:
     parameters: int
     gflops: float  # 2 x multiply-accumulates, batch 1 (the log-mel FFT is not counted)
     forward_ms: float | None  # median CPU wall time at batch 1, None when not timed
+    forward_best_ms: float | None  # fastest run: less sensitive to other load on a shared machine
 
 
 def example_inputs(cfg: ModelConfig, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -40,8 +41,8 @@ def count_gflops(model: nn.Module, cfg: ModelConfig) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def time_forward_ms(model: nn.Module, cfg: ModelConfig, runs: int = 3) -> float:
-    """Median of `runs` timed forward passes after one warm-up, in milliseconds."""
+def time_forward_ms(model: nn.Module, cfg: ModelConfig, runs: int = 3) -> tuple[float, float]:
+    """(median, fastest) of `runs` timed forward passes after one warm-up, in milliseconds."""
     inputs = example_inputs(cfg)
     timings = []
     with torch.no_grad():
@@ -50,7 +51,7 @@ def time_forward_ms(model: nn.Module, cfg: ModelConfig, runs: int = 3) -> float:
             start = time.perf_counter()
             model(*inputs)
             timings.append((time.perf_counter() - start) * 1000)
-    return statistics.median(timings)
+    return statistics.median(timings), min(timings)
 
 
 def measure(preset: str, timing_runs: int = 3) -> ModelCost:
@@ -58,10 +59,12 @@ def measure(preset: str, timing_runs: int = 3) -> ModelCost:
     cfg = ModelConfig.from_preset(preset)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
+    median, best = time_forward_ms(model, cfg, timing_runs) if timing_runs > 0 else (None, None)
     return ModelCost(
         preset=preset,
         input_size=cfg.input_size,
         parameters=count_parameters(model),
         gflops=count_gflops(model, cfg),
-        forward_ms=time_forward_ms(model, cfg, timing_runs) if timing_runs > 0 else None,
+        forward_ms=median,
+        forward_best_ms=best,
     )

@@ -38,6 +38,19 @@ def test_round_trip_is_exact(tmp_path, preset):
         assert torch.equal(loaded.model(images, audio).density, original(images, audio).density)
 
 
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.from_preset("cc-v-lowres")).eval()
+    full = save_checkpoint(tmp_path / "full.safetensors", model)
+    half = save_checkpoint(tmp_path / "half.safetensors", model, storage_dtype=torch.float16)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    loaded = load_checkpoint(half)
+    assert loaded.header["storage_dtype"] == "float16"
+    weight = loaded.model.state_dict()["vfe.stem.layers.0.0.weight"]
+    assert weight.dtype == torch.float32
+    torch.testing.assert_close(weight, model.state_dict()["vfe.stem.layers.0.0.weight"], rtol=1e-3, atol=1e-4)
+
+
 def test_header_holds_config_preprocessing_version_and_provenance(tmp_path):
     model = build_model(ModelConfig.from_preset("cc-v-lowres"))
     path = save_checkpoint(tmp_path / "m.safetensors", model, provenance={"dataset": "synth", "epoch": 3})

@@ -138,5 +138,13 @@ def test_model_info_prints_parameters_gflops_and_ratios(capsys):
     # csrnet-lowres: 16.26 M parameters, 7.6 GFLOPs at 128x72; ratios to audiocsrnet-lowres (22.80 M).
     assert rows["csrnet-lowres"][2] == "16.26M"
     assert float(rows["csrnet-lowres"][3]) == pytest.approx(7.6, abs=0.1)
-    assert float(rows["csrnet-lowres"][5]) == pytest.approx(16.26 / 22.80, abs=0.002)
-    assert len(rows["cc-v-lowres"]) == 8  # preset, input, params, GFLOPs, ms, three ratios
+    assert float(rows["csrnet-lowres"][6]) == pytest.approx(16.26 / 22.80, abs=0.002)
+    assert len(rows["cc-v-lowres"]) == 9  # preset, input, params, GFLOPs, median ms, best ms, three ratios
+    assert float(rows["cc-v-lowres"][5]) <= float(rows["cc-v-lowres"][4])
+
+
+def test_model_info_can_skip_timing(capsys):
+    assert main(["model-info", "--presets", "csrnet-lowres", "--no-timing"]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split()
+    assert row[4] == row[5] == row[8] == "-"
+    assert main(["model-info", "--presets", "nope"]) == 2
