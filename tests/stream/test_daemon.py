@@ -85,8 +85,9 @@ def test_watchdog_marks_a_frozen_camera_stalled_and_reconnects_while_file_camera
                 await wait_for(lambda: len(of("live", "count")) >= stalled_at + 2, 60, "counts after the thaw")
                 await wait_for(lambda: len(of("looped", "count")) >= 3, 30, "three windows of a looped 1 s clip")
                 await daemon.stop_camera("looped")  # as a config reload would: the others go on
-                looped_at, live_at = len(of("looped", "count")), len(of("live", "count"))
-                await wait_for(lambda: len(of("live", "count")) >= live_at + 2, 30, "live counts after removing looped")
+                for _ in range(2):  # windows it had cut may still be counted; then nothing more
+                    looped_at, live_at = len(of("looped", "count")), len(of("live", "count"))
+                    await wait_for(lambda: len(of("live", "count")) >= live_at + 2, 30, "live counts after removing looped")
                 assert len(of("looped", "count")) == looped_at
             finally:
                 daemon.stop()
