@@ -29,7 +29,8 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     width, height = size
     if rgb.shape[1] == width and rgb.shape[0] == height:
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+    # np.array (not asarray): PIL hands out a read-only buffer, which torch warns about.
+    return np.array(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
 
 
 def normalize_image(rgb: np.ndarray) -> torch.Tensor:
