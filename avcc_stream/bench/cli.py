@@ -234,15 +234,54 @@ def run_decode(args: argparse.Namespace) -> int:
 
 
 def _add_e2e(modes: argparse._SubParsersAction) -> None:
-    p = modes.add_parser("e2e", help="N synthetic RTSP cameras -> daemon -> mosquitto: windows/s, drops, latency")
+    p = modes.add_parser("e2e", help="N synthetic RTSP cameras -> daemon -> mosquitto: windows/s, drops, latency",
+                         description="For each camera count: a local RTSP server with N H.264 + AAC cameras, the "
+                         "daemon (its own process, generated config) and a local mosquitto; measures windows/s, "
+                         "dropped windows, window-end -> MQTT latency, the daemon's CPU and RSS; reports the "
+                         "largest count without drops.")
+    p.add_argument("--cameras", type=comma_list(positive_int), default=(1, 2, 4, 6, 8),
+                   help="camera counts to run (default 1,2,4,6,8)")
+    p.add_argument("--duration", type=float, default=30.0, help="measured seconds per camera count (default 30)")
+    p.add_argument("--grace", type=float, default=5.0, help="seconds a window's count may arrive after the interval (default 5)")
+    p.add_argument("--startup-timeout", type=float, default=120.0,
+                   help="seconds for every camera's first counts (default 120)")
+    p.add_argument("--camera-size", type=size, default=(1920, 1080), help="camera video size (default 1920x1080)")
+    p.add_argument("--fps", type=positive_int, default=25)
+    p.add_argument("--preset", default="cc-av-lowres",
+                   help="model: the shipped builtin:<preset>, or a random init when none is shipped (default cc-av-lowres)")
+    p.add_argument("--checkpoint", default=None, help="a checkpoint (builtin:NAME or path) instead of --preset")
+    p.add_argument("--override", type=override, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a ModelConfig field of --preset (forces a random init)")
+    p.add_argument("--device", default="cpu", help="the daemon's model.device (default cpu)")
+    p.add_argument("--max-batch", type=positive_int, default=8)
+    p.add_argument("--max-wait-ms", type=float, default=50.0)
+    p.add_argument("--workers", type=positive_int, default=1)
+    p.add_argument("--queue-per-camera", type=positive_int, default=4)
+    p.add_argument("--cache-dir", type=Path, default=None, help="where clips are kept (default ~/.cache/avcc-stream/bench)")
+    p.add_argument("--keep-workdir", type=Path, default=None, metavar="DIR",
+                   help="keep daemon configs and logs here (default: a temporary folder, removed)")
     _add_common(p)
     p.set_defaults(func=run_e2e)
 
 
 def run_e2e(args: argparse.Namespace) -> int:
+    from avcc_stream.bench.e2e_bench import E2EBenchSettings, run_e2e_bench
+    from avcc_stream.bench.machine import machine_info
     from avcc_stream.cli import CommandError
+    from avcc_stream.model import PRESETS
 
-    raise CommandError("bench e2e is not built yet")
+    if args.duration < 1 or args.grace < 0 or args.startup_timeout <= 0:
+        raise CommandError("--duration must be >= 1, --grace >= 0 and --startup-timeout > 0")
+    if args.checkpoint is None and args.preset not in PRESETS:
+        raise CommandError(f"--preset: unknown preset {args.preset!r}; available: {', '.join(PRESETS)}")
+    settings = E2EBenchSettings(
+        cameras=args.cameras, duration_s=args.duration, grace_s=args.grace, startup_timeout_s=args.startup_timeout,
+        camera_size=args.camera_size, fps=args.fps, checkpoint=args.checkpoint, preset=args.preset,
+        overrides=dict(args.override), device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+        workers=args.workers, queue_per_camera=args.queue_per_camera, cache_dir=args.cache_dir,
+        keep_workdir=args.keep_workdir,
+    )
+    return finish(run_e2e_bench(settings, machine_info(), progress), args)
 
 
 # --------------------------------------------------------------------------------------
