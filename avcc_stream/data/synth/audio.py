@@ -118,26 +118,26 @@ def sample_audio_scene(rng: np.random.Generator, indoor: bool) -> AudioScene:
     n_ambient = int(rng.choice([0, 1, 2, 3], p=[0.15, 0.4, 0.3, 0.15]))
     weights = np.array([0.25, 0.1, 0.05, 0.25, 0.2, 0.15] if indoor else [0.1, 0.3, 0.25, 0.15, 0.1, 0.1])
     kinds = rng.choice(AMBIENT_KINDS, size=n_ambient, replace=False, p=weights / weights.sum())
-    ambient = [{"kind": str(kind), "level_db": float(rng.uniform(-52.0, -22.0)),
+    ambient = [{"kind": str(kind), "level_db": float(rng.uniform(-55.0, -24.0)),
                 "seed": int(rng.integers(2**31))} for kind in kinds]
     return AudioScene(
         sample_rate=int(rng.choice(NATIVE_RATES, p=[0.45, 0.25, 0.1, 0.05, 0.15])),
         channels=int(rng.choice([1, 2], p=[0.5, 0.5])),
-        talk_share=float(rng.uniform(0.15, 0.5)),
+        talk_share=float(rng.uniform(0.2, 0.45)),
         talk_saturation=float(rng.uniform(50.0, 250.0)),
         walk_saturation=float(rng.uniform(20.0, 120.0)),
-        voice_db=float(rng.uniform(-40.0, -31.0)),
+        voice_db=float(rng.uniform(-39.0, -32.0)),
         footstep_db=float(rng.uniform(-44.0, -32.0)),
         hard_floor=bool(rng.uniform() < (0.7 if indoor else 0.5)),
         applause_db=float(rng.uniform(-46.0, -36.0)) if rng.uniform() < 0.08 else None,
         rt60=float(rng.uniform(0.4, 1.8) if indoor else rng.uniform(0.08, 0.4)),
         reverb_wet=float(rng.uniform(0.2, 0.7) if indoor else rng.uniform(0.0, 0.25)),
         ambient=ambient,
-        mic_gain_db=float(rng.uniform(-8.0, 8.0)),
-        agc_target_db=float(rng.uniform(-28.0, -16.0)) if rng.uniform() < 0.25 else None,
+        mic_gain_db=float(rng.uniform(-6.0, 6.0)),
+        agc_target_db=float(rng.uniform(-28.0, -16.0)) if rng.uniform() < 0.2 else None,
         band=(float(rng.uniform(40.0, 250.0)), float(rng.uniform(4500.0, 7900.0))),
         mic_noise_db=float(rng.uniform(-74.0, -58.0)),
-        offscreen_share=float(rng.choice([0.0, rng.uniform(0.0, 0.5), rng.uniform(0.5, 1.5)], p=[0.3, 0.5, 0.2])),
+        offscreen_share=float(rng.choice([0.0, rng.uniform(0.0, 0.3), rng.uniform(0.3, 0.8)], p=[0.4, 0.45, 0.15])),
     )
 
 

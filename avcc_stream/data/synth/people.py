@@ -18,7 +18,8 @@ from avcc_stream.data.synth.raster import Canvas
 from avcc_stream.data.synth.scene import PERSON_HEIGHT_M, SceneObject, SceneSpec, random_hue_colors
 
 HEAD_VISIBLE_FRACTION = 0.35  # annotators mark a head when about a third of it shows
-DETAIL_MIN_PIXELS = 16.0  # people shorter than this are drawn as three blobs
+BLOB_MAX_PIXELS = 16.0  # people shorter than this are drawn as three blobs
+DETAIL_MIN_PIXELS = 40.0  # people this tall get arms, hands, a neck and a shadow
 
 SKIN_TONES = np.array([
     [0.98, 0.84, 0.72], [0.92, 0.74, 0.60], [0.80, 0.60, 0.45], [0.66, 0.46, 0.32],
@@ -219,7 +220,7 @@ def draw_person(canvas: Canvas, crowd: Crowd, index: int, spec: SceneSpec) -> in
     head_x, head_y = fig.head
     head_rx, head_ry = 0.052 * h, 0.064 * h
 
-    if h < DETAIL_MIN_PIXELS:
+    if h < BLOB_MAX_PIXELS:
         # Few pixels tall: legs and torso as two blobs are indistinguishable from more detail.
         canvas.ellipse(x, y - 0.27 * v, 0.07 * h * build, 0.27 * v, legs, body)
         canvas.ellipse(x, y - 0.65 * v, 0.125 * h * build, 0.2 * v, shirt, body)
@@ -228,9 +229,22 @@ def draw_person(canvas: Canvas, crowd: Crowd, index: int, spec: SceneSpec) -> in
         return _head_area(canvas, index, head_x, head_y, head_rx, head_ry)
 
     stride = 0.07 * h * np.sin(crowd.phase[index]) if crowd.moving[index] else 0.0
+    hip_y, shoulder_y = y - 0.5 * v, y - 0.82 * v
+    label = head_label(index)
+    facing = int(crowd.facing[index])
+    if h < DETAIL_MIN_PIXELS:
+        # Small: legs as one shape, arms within the torso's outline, head with its hair.
+        canvas.polygon(_trapezoid(x + 0.5 * stride, hip_y, y, 0.17 * h * build, 0.15 * h * build + abs(stride)),
+                       legs, body, shade=0.8)
+        canvas.polygon(_trapezoid(x, shoulder_y, hip_y + 0.04 * v, 0.3 * h * build, 0.24 * h * build),
+                       shirt, body, shade=1.0)
+        canvas.ellipse(head_x, head_y, head_rx, head_ry, hair if facing == 1 else skin, label)
+        if facing != 1:
+            canvas.ellipse(head_x, head_y - 0.5 * head_ry, head_rx, head_ry * 0.55, hair, label)
+        return _head_area(canvas, index, head_x, head_y, head_rx, head_ry)
+
     canvas.ellipse(x, y, 0.2 * h * build, max(0.05 * h * (1.2 - sq), 1.0), np.zeros(3, np.float32),
                    -1, opacity=0.3)
-    hip_y, shoulder_y = y - 0.5 * v, y - 0.82 * v
     leg_w = 0.075 * h * build
     for side in (-1, 1):
         foot_x = x + side * 0.04 * h + side * stride
@@ -253,8 +267,6 @@ def draw_person(canvas: Canvas, crowd: Crowd, index: int, spec: SceneSpec) -> in
         canvas.ellipse(hand_x, hip_y + 0.04 * v, arm_w * 0.45, arm_w * 0.5, skin, body)
     canvas.rectangle(x - 0.025 * h, head_y, x + 0.025 * h, shoulder_y + 0.01 * v, skin * 0.9, body)
 
-    label = head_label(index)
-    facing = int(crowd.facing[index])
     canvas.ellipse(head_x, head_y, head_rx, head_ry, hair if facing == 1 else skin, label, shade=0.7)
     if facing == 0:  # hair on top, face below
         canvas.ellipse(head_x, head_y - 0.55 * head_ry, head_rx * 1.02, head_ry * 0.55, hair, label, shade=0.5)
