@@ -140,6 +140,11 @@ def _add_model(modes: argparse._SubParsersAction) -> None:
                    help="torch.compile off and/or on (default: off)")
     p.add_argument("--compile-backend", default="inductor",
                    help="torch.compile backend (default inductor; aot_eager traces without code generation)")
+    p.add_argument("--fold-bn", type=comma_list(on_off), default=(False,),
+                   help="fold BatchNorm into the preceding conv: off and/or on (default: off)")
+    p.add_argument("--interleave", action="store_true",
+                   help="time the presets of one resolution in turn in one process (A, B, A, B, ...), so load "
+                   "changes on a shared machine hit them alike; peak memory is then not measured")
     p.add_argument("--warmup", type=positive_int, default=None, help="warm-up passes (default: 1 on CPU, 3 on CUDA)")
     p.add_argument("--repeats", type=positive_int, default=5, help="timed passes; the median is reported (default 5)")
     p.add_argument("--budget-s", type=float, default=60.0,
@@ -175,6 +180,7 @@ def run_model(args: argparse.Namespace) -> int:
         memory_formats=args.memory_format or (("contiguous", "channels_last") if cuda else ("contiguous",)),
         compile_modes=tuple(dict.fromkeys(args.compile)),
         compile_backend=args.compile_backend,
+        fold_bn_modes=tuple(dict.fromkeys(args.fold_bn)),
         warmup=args.warmup or (3 if cuda else 1),
         repeats=args.repeats,
         budget_s=args.budget_s,
@@ -183,6 +189,7 @@ def run_model(args: argparse.Namespace) -> int:
         overrides=dict(args.override),
         profile=args.profile,
         profile_depth=args.profile_depth,
+        interleave=args.interleave,
     )
     return finish(run_model_bench(settings, machine_info(), progress), args)
 

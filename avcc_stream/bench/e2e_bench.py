@@ -285,8 +285,20 @@ def resolve_checkpoint_path(settings: E2EBenchSettings, workdir: Path) -> tuple[
     return str(path), "random init (no shipped checkpoint; speed is the same, counts are meaningless)"
 
 
-def daemon_config(settings: E2EBenchSettings, checkpoint: str, mqtt_port: int, urls: dict[str, str]) -> dict[str, Any]:
+def daemon_config(
+    settings: E2EBenchSettings, checkpoint: str, mqtt_port: int, urls: dict[str, str], workdir: Path, metrics_port: int
+) -> dict[str, Any]:
+    """The daemon's YAML as data; sections the checkout's config does not know yet are left out."""
+    from avcc_stream.config.app import AppConfig
+
+    known = AppConfig.model_fields
+    optional: dict[str, Any] = {}
+    if "state_dir" in known:  # the outputs' spool lives there: keep it out of the caller's folder
+        optional["state_dir"] = str(workdir / "state")
+    if "metrics" in known:  # a port of our own (the default one may be taken), scraped for drop counters
+        optional["metrics"] = {"enabled": True, "listen": f"127.0.0.1:{metrics_port}"}
     return {
+        **optional,
         "model": {"checkpoint": checkpoint, "fallback_checkpoint": None, "device": settings.device, "amp": True},
         "inference": {"max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
                       "workers": settings.workers, "queue_per_camera": settings.queue_per_camera},
@@ -299,6 +311,35 @@ def daemon_config(settings: E2EBenchSettings, checkpoint: str, mqtt_port: int, u
         "logging": {"level": "INFO", "format": "json"},
         "cameras": {name: {"url": url} for name, url in urls.items()},
     }
+
+
+def scrape_drops(url: str | None) -> dict[str, float] | None:
+    """The daemon's own drop counters (`avcc_windows_dropped`), summed over cameras, by reason."""
+    if url is None:
+        return None
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    drops: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "avcc_windows_dropped":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    reason = sample.labels.get("reason", "?")
+                    drops[reason] = drops.get(reason, 0.0) + sample.value
+    return drops
+
+
+def _difference(after: dict[str, float] | None, before: dict[str, float] | None) -> dict[str, float] | None:
+    if after is None or before is None:
+        return None
+    return {reason: value - before.get(reason, 0.0) for reason, value in after.items() if value - before.get(reason, 0.0)}
 
 
 def log_tail(path: Path, lines: int = 8) -> str:
@@ -316,7 +357,7 @@ def run_cameras(
     import yaml
 
     from avcc_stream.config import ConfigError, load_config
-    from avcc_stream.stream.demo import stop_process
+    from avcc_stream.stream.demo import free_port, stop_process
     from avcc_stream.stream.rtsp_server import start_rtsp_server
 
     names = [f"cam{i + 1:02d}" for i in range(n)]
@@ -324,7 +365,10 @@ def run_cameras(
         server = stack.enter_context(start_rtsp_server({name: f"file:{clip}" for name in names},
                                                        width=settings.camera_size[0], height=settings.camera_size[1]))
         config_path = workdir / f"daemon-{n}.yaml"
-        config_path.write_text(yaml.safe_dump(daemon_config(settings, checkpoint, mqtt_port, {m: server.url(m) for m in names})))
+        metrics_port = free_port()
+        config = daemon_config(settings, checkpoint, mqtt_port, {m: server.url(m) for m in names}, workdir, metrics_port)
+        config_path.write_text(yaml.safe_dump(config))
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if "metrics" in config else None
         try:
             load_config(config_path)  # a config the daemon would refuse is a bench bug: say so here
         except ConfigError as exc:
@@ -357,12 +401,14 @@ def run_cameras(
 
         meter = CpuMeter({"daemon": daemon.pid, "rtsp_server": server.process.pid, "bench": os.getpid()})
         rss = RssSampler(daemon.pid)
+        drops_before = scrape_drops(metrics_url)
         start = time.time()
         meter.start()
         rss.start()
         time.sleep(settings.duration_s)
         cpu = meter.stop()
         peak_rss = rss.stop()
+        drops_after = scrape_drops(metrics_url)
         end = start + settings.duration_s
         time.sleep(settings.grace_s)  # windows of the interval still in flight
         if daemon.poll() is not None:
@@ -387,6 +433,7 @@ def run_cameras(
         "shutdown_s": stop_s,
         "exit_code": code,
         "per_camera": result["per_camera"],
+        "daemon_drops": _difference(drops_after, drops_before),
         "log": str(log_path),
     }
 
@@ -429,7 +476,9 @@ def run_e2e_bench(
         f"{settings.device}) -> mosquitto, {settings.duration_s:g} s each",
         [
             Column("cameras", "cameras", "{:d}"), Column("windows_per_s", "windows/s", "{:.2f}"),
-            Column("dropped", "dropped", "{:d}"), Column("without_sound", "no sound", "{:d}"),
+            Column("dropped", "dropped", "{:d}"),
+            Column("daemon_drops", "daemon's drop counters", lambda d: ", ".join(f"{k} {v:g}" for k, v in d.items()) or "none"),
+            Column("without_sound", "no sound", "{:d}"),
             Column("latency_p50_s", "p50 latency (s)", "{:.3f}"), Column("latency_p99_s", "p99 latency (s)", "{:.3f}"),
             Column("daemon_cores", "daemon cores", "{:.2f}"), Column("core_per_camera", "cores/camera", "{:.3f}"),
             Column("daemon_rss_mib", "daemon RSS (MiB)", "{:.0f}"), Column("rtsp_server_cores", "RTSP server cores", "{:.2f}"),
@@ -454,6 +503,8 @@ def run_e2e_bench(
         "dropped: one-second windows ending in the measured interval with no count received within "
         f"{settings.grace_s:g} s after it (each camera's windows lie on a 1 s lattice); 'no sound': counted "
         "without audio (CC-V or silence), a sign that audio arrived late or was dropped.",
+        "daemon's drop counters: the daemon's own avcc_windows_dropped counters (/metrics) over the interval, by "
+        "reason ('-' when this checkout's daemon has no metrics endpoint).",
         "latency: MQTT receipt time - the payload's window_end (same machine clock).",
         "daemon cores: the daemon process's CPU time / measured seconds (all its threads: decode, alignment, "
         "inference, publishing); machine busy cores include the RTSP server, mosquitto, the bench and any other work.",

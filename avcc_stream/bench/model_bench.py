@@ -40,6 +40,7 @@ class ModelJob:
     memory_format: str = "contiguous"
     compile: bool = False
     compile_backend: str = "inductor"
+    fold_bn: bool = False  # fold BatchNorm into the preceding conv (Sequential conv-BN pairs)
     batch_sizes: tuple[int, ...] = (1,)
     warmup: int = 1
     repeats: int = 5
@@ -78,6 +79,7 @@ class ModelBenchSettings:
     memory_formats: tuple[str, ...] = ("contiguous",)
     compile_modes: tuple[bool, ...] = (False,)
     compile_backend: str = "inductor"
+    fold_bn_modes: tuple[bool, ...] = (False,)
     warmup: int = 1
     repeats: int = 5
     budget_s: float = 60.0
@@ -86,6 +88,7 @@ class ModelBenchSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
     profile: str = "auto"  # "auto" (profile CC-AV when it misses its target), "none", or preset names
     profile_depth: int = 5
+    interleave: bool = False  # time the presets of one resolution in turn, in one process
     job_timeout_s: float = 1800.0
 
 
@@ -102,12 +105,12 @@ def with_baselines(presets: Sequence[str]) -> tuple[str, ...]:
     return tuple(ordered)
 
 
-def run_job(job: ModelJob, timeout_s: float) -> dict[str, Any]:
-    """Run one worker process; its last stdout line is the JSON result."""
+def run_worker(jobs: Sequence[ModelJob], timeout_s: float) -> Any:
+    """Run one worker process on `jobs`; its last stdout line is the JSON result ({"error": ...} on failure)."""
     try:
         done = subprocess.run(
             [sys.executable, "-m", "avcc_stream.bench.model_worker"],
-            input=json.dumps(job.to_json()), capture_output=True, text=True, timeout=timeout_s,
+            input=json.dumps({"jobs": [job.to_json() for job in jobs]}), capture_output=True, text=True, timeout=timeout_s,
         )
     except subprocess.TimeoutExpired:
         return {"error": f"worker timed out after {timeout_s:.0f} s"}
@@ -121,9 +124,19 @@ def run_job(job: ModelJob, timeout_s: float) -> dict[str, Any]:
         return {"error": f"worker printed no result: {lines[-1][:200]}"}
 
 
+def job_groups(presets: Sequence[str], interleave: bool) -> list[list[str]]:
+    """Presets measured together: one per worker, or (interleaved) every preset of one resolution."""
+    if not interleave:
+        return [[preset] for preset in presets]
+    groups: dict[str, list[str]] = {}
+    for preset in presets:
+        groups.setdefault(baseline_for(preset), []).append(preset)
+    return list(groups.values())
+
+
 def variant_label(job: ModelJob) -> str:
     compiled = f"compile({job.compile_backend})" if job.compile else "eager"
-    return f"{job.precision} {job.memory_format} {compiled}"
+    return f"{job.precision} {job.memory_format} {compiled}{' fold-bn' if job.fold_bn else ''}"
 
 
 def measured_rows(job: ModelJob, result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -132,7 +145,10 @@ def measured_rows(job: ModelJob, result: dict[str, Any]) -> list[dict[str, Any]]
         "precision": job.precision,
         "memory_format": job.memory_format,
         "compile": job.compile_backend if job.compile else "off",
+        "fold_bn": job.fold_bn,
         "variant": variant_label(job),
+        "load_start": result.get("load_start"),
+        "load_end": result.get("load_end"),
     }
     if "error" in result:
         return [{**common, "batch": b, "error": result["error"]} for b in sorted(set(job.batch_sizes))]
@@ -151,11 +167,13 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
     def key(row: dict[str, Any], preset: str) -> tuple[Any, ...]:
         return (preset, row["variant"], row["batch"])
 
-    baseline = {key(r, r["preset"]): r.get("throughput") for r in rows}
+    baseline = {key(r, r["preset"]): r for r in rows}
     for row in rows:
-        reference = baseline.get(key(row, baseline_for(row["preset"])))
-        throughput = row.get("throughput")
-        row["vs_audiocsrnet"] = throughput / reference if (throughput and reference) else None
+        reference = baseline.get(key(row, baseline_for(row["preset"])), {})
+        throughput, reference_throughput = row.get("throughput"), reference.get("throughput")
+        row["vs_audiocsrnet"] = throughput / reference_throughput if (throughput and reference_throughput) else None
+        cpu, reference_cpu = row.get("cpu_ms"), reference.get("cpu_ms")
+        row["cpu_vs_audiocsrnet"] = reference_cpu / cpu if (cpu and reference_cpu) else None
 
 
 def target_summary(rows: list[dict[str, Any]], device_type: str, overridden: bool) -> tuple[list[str], bool]:
@@ -186,9 +204,12 @@ MODEL_COLUMNS = [
     Column("latency_ms", "latency (ms)", "{:.1f}"),
     Column("throughput", "images/s", "{:.2f}"),
     Column("vs_audiocsrnet", "x AudioCSRNet", "{:.2f}"),
+    Column("cpu_ms", "CPU ms/batch", "{:.0f}"),
+    Column("cpu_vs_audiocsrnet", "x AudioCSRNet (CPU time)", "{:.2f}"),
     Column("peak_mem_mib", "peak mem (MiB)", "{:.0f}"),
     Column("repeats", "runs", "{:d}"),
     Column("first_call_s", "1st call (s)", "{:.1f}"),
+    Column("load_start", "load avg", "{:.1f}"),
     Column("error", "error"),
 ]
 
@@ -229,13 +250,19 @@ def run_model_bench(
         overrides=dict(settings.overrides), profile_depth=settings.profile_depth,
     )
     rows: list[dict[str, Any]] = []
-    variants = list(itertools.product(settings.precisions, settings.memory_formats, settings.compile_modes))
-    for preset, (precision, memory_format, compiled) in itertools.product(presets, variants):
-        job = replace(base, preset=preset, precision=precision, memory_format=memory_format, compile=compiled)
-        progress(f"model: {preset} {variant_label(job)} batches {','.join(map(str, job.batch_sizes))} ...")
+    variants = list(itertools.product(settings.precisions, settings.memory_formats, settings.compile_modes, settings.fold_bn_modes))
+    for group, (precision, memory_format, compiled, fold_bn) in itertools.product(job_groups(presets, settings.interleave), variants):
+        jobs = [replace(base, preset=p, precision=precision, memory_format=memory_format, compile=compiled, fold_bn=fold_bn)
+                for p in group]
+        label = f"{' + '.join(group)} {variant_label(jobs[0])}"
+        progress(f"model: {label} batches {','.join(map(str, base.batch_sizes))} ...")
         started = time.monotonic()
-        rows += measured_rows(job, run_job(job, settings.job_timeout_s))
-        progress(f"model: {preset} {variant_label(job)} done in {time.monotonic() - started:.0f} s")
+        results = run_worker(jobs, settings.job_timeout_s)
+        if isinstance(results, dict):  # the worker failed as a whole
+            results = [results] * len(jobs)
+        for job, result in zip(jobs, results):
+            rows += measured_rows(job, result)
+        progress(f"model: {label} done in {time.monotonic() - started:.0f} s")
     add_ratios(rows)
     device_type = settings.device.split(":")[0]
     report.tables.append(Table(f"forward pass on {settings.device}", MODEL_COLUMNS, rows))
@@ -246,9 +273,10 @@ def run_model_bench(
 
     to_profile = profile_targets(settings, missed)
     for preset in to_profile:
-        job = replace(base, preset=preset, precision=settings.precisions[0], memory_format=settings.memory_formats[0], profile=True, batch_sizes=(min(settings.batch_sizes),))
+        job = replace(base, preset=preset, precision=settings.precisions[0], memory_format=settings.memory_formats[0],
+                      fold_bn=settings.fold_bn_modes[0], profile=True, batch_sizes=(min(settings.batch_sizes),))
         progress(f"model: profiling {preset} ...")
-        result = run_job(job, settings.job_timeout_s)
+        result = run_worker([job], settings.job_timeout_s)
         if "error" in result:
             report.notes.append(f"profiling {preset} failed: {result['error']}")
             continue
@@ -259,10 +287,18 @@ def run_model_bench(
         f"pass(es), stopped early after {settings.budget_s:g} s per batch size ('runs' says how many); "
         "images/s = batch / median latency; inputs are already on the device (no decode, resize or transfer).",
         "GFLOPs: torch.utils.flop_counter at batch 1, fp32 (a multiply-add counts 2).",
+        *(["interleaved: the presets of one resolution were timed in turn (A, B, A, B, ...) in one process, so "
+            "load changes on the shared machine hit them alike; peak memory is not measured in this mode."]
+          if settings.interleave else []),
         "peak mem: CUDA max_memory_allocated on a GPU; on a CPU the growth of the worker process's peak RSS "
         "over its value before the first forward pass (batch sizes run in ascending order in one process, "
         "so a figure is the batch's own peak whenever memory grows with the batch).",
         "'1st call' is the first forward pass of a batch size, including torch.compile's compilation when on.",
+        "CPU ms/batch: this process's CPU time per forward pass (all threads; median). On a shared CPU it is "
+        "barely inflated by other processes while wall time is, so 'x AudioCSRNet (CPU time)' is the steadier "
+        "ratio when the load average ('load avg', 1 min, when the variant started) is above the core count.",
+        "fold-bn: every BatchNorm2d directly after a Conv2d in a Sequential folded into the conv "
+        "(torch.nn.utils.fusion.fuse_conv_bn_eval); the baselines' audio-conditioned BatchNorm is not foldable.",
     ]
     if to_profile:
         report.notes.append(

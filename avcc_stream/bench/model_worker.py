@@ -1,23 +1,27 @@
-"""Measure one model variant in a fresh process: `python -m avcc_stream.bench.model_worker < job.json`.
+"""Measure model variants in a fresh process: `python -m avcc_stream.bench.model_worker < request.json`.
 
 Why a process per variant: a process's peak resident memory (`ru_maxrss`) only ever grows,
 so on a CPU the only honest peak-memory figure for a configuration is the growth of a
 process that ran nothing else; a fresh process also keeps `torch.compile` caches, thread
 pools and allocator state of one variant from flattering or penalising the next.
 
-The job (JSON on stdin) names a preset and a variant (precision, memory format, compile);
-the worker times the forward pass at each batch size (ascending, so the peak RSS growth
-recorded after batch b is the peak of batch b whenever memory grows with the batch) and
-prints one JSON object on its last stdout line. With `profile` it instead runs
-torch.profiler over one forward pass, every submodule wrapped in a `record_function`
-named after it, and returns where the time goes by module, by module class and by operator.
+The request (JSON on stdin, `{"jobs": [...]}`) holds one job, or several jobs of one variant
+to be timed interleaved (A, B, A, B, ...: on a shared machine a change of load then hits
+every model alike, so their ratio holds; their peak memory is not measured then). Batch
+sizes run in ascending order, so the peak RSS growth recorded after batch b is the peak of
+batch b whenever memory grows with the batch. The worker prints one JSON value on its last
+stdout line. With `profile` it instead runs torch.profiler over one forward pass, every
+submodule wrapped in a `record_function` named after it, and returns where the time goes by
+module, by module class and by operator.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -91,35 +95,76 @@ def describe_error(exc: BaseException) -> str:
 # timing
 
 
-def time_batch(forward: Callable[[], Any], device: torch.device, warmup: int, repeats: int, budget_s: float) -> dict[str, Any]:
-    """Warm up (the first call includes compilation), then time up to `repeats` calls within `budget_s`."""
+def timed_call(forward: Callable[[], Any], device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call, the device synchronised."""
     synchronize(device)
-    started = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     forward()
     synchronize(device)
-    first_call_s = time.perf_counter() - started
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_interleaved(
+    forwards: list[Callable[[], Any]], device: torch.device, warmup: int, repeats: int, budget_s: float
+) -> list[dict[str, Any]]:
+    """Time several forward passes in turn (A, B, A, B, ...), so a change in load hits all alike.
+
+    Each is warmed up first (its first call includes compilation); then up to `repeats`
+    rounds run, stopping after the round that passes `budget_s` per forward.
+    """
+    first_calls = [timed_call(forward, device)[0] for forward in forwards]
     for _ in range(warmup - 1):
-        forward()
-    synchronize(device)
-    latencies: list[float] = []
-    deadline = time.monotonic() + budget_s
+        for forward in forwards:
+            forward()
+    walls: list[list[float]] = [[] for _ in forwards]
+    cpus: list[list[float]] = [[] for _ in forwards]
+    deadline = time.monotonic() + budget_s * len(forwards)
     for _ in range(repeats):
-        started = time.perf_counter()
-        forward()
-        synchronize(device)
-        latencies.append(time.perf_counter() - started)
+        for i, forward in enumerate(forwards):
+            wall, cpu = timed_call(forward, device)
+            walls[i].append(wall)
+            cpus[i].append(cpu)
         if time.monotonic() > deadline:
             break
-    latencies.sort()
-    mid = len(latencies) // 2
-    med = latencies[mid] if len(latencies) % 2 else (latencies[mid - 1] + latencies[mid]) / 2
-    return {
-        "first_call_s": first_call_s,
-        "latency_ms": med * 1000.0,
-        "latency_min_ms": latencies[0] * 1000.0,
-        "latency_max_ms": latencies[-1] * 1000.0,
-        "repeats": len(latencies),
-    }
+    return [
+        {
+            "first_call_s": first,
+            "latency_ms": statistics.median(wall) * 1000.0,
+            "latency_min_ms": min(wall) * 1000.0,
+            "latency_max_ms": max(wall) * 1000.0,
+            # CPU seconds of this process per forward pass: on a CPU the work itself, far less
+            # inflated than wall time when other processes compete for the cores.
+            "cpu_ms": statistics.median(cpu) * 1000.0,
+            "repeats": len(wall),
+        }
+        for first, wall, cpu in zip(first_calls, walls, cpus)
+    ]
+
+
+def time_batch(forward: Callable[[], Any], device: torch.device, warmup: int, repeats: int, budget_s: float) -> dict[str, Any]:
+    """Warm up, then time up to `repeats` calls of one forward pass within `budget_s`."""
+    return time_interleaved([forward], device, warmup, repeats, budget_s)[0]
+
+
+def fold_batchnorm(model: torch.nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a Conv2d in a Sequential into the conv (eval only).
+
+    What an inference export would do: the BN's affine map joins the conv's weights and one
+    pass over the feature map disappears. Returns how many were folded.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, norm = module[i], module[i + 1]
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d) and norm.affine:
+                module[i] = fuse_conv_bn_eval(conv, norm)
+                module[i + 1] = torch.nn.Identity()
+                folded += 1
+    return folded
 
 
 def build(job: ModelJob) -> tuple[ModelConfig, torch.nn.Module, torch.device]:
@@ -131,54 +176,77 @@ def build(job: ModelJob) -> tuple[ModelConfig, torch.nn.Module, torch.device]:
         torch.backends.cudnn.benchmark = True  # fixed shapes per batch size: let cuDNN pick kernels
     cfg = ModelConfig.from_preset(job.preset, **job.overrides)
     model = build_model(cfg).eval().to(device)
+    if job.fold_bn:
+        fold_batchnorm(model)
     if job.memory_format == "channels_last":
         model = model.to(memory_format=torch.channels_last)
     return cfg, model, device
 
 
-def measure(job: ModelJob) -> dict[str, Any]:
-    """Throughput, latency and peak memory of `job`'s variant at each of its batch sizes."""
-    cfg, model, device = build(job)
-    result: dict[str, Any] = {
-        "preset": job.preset,
-        "input_size": list(cfg.input_size),
-        "params": sum(p.numel() for p in model.parameters()),
-        "uses_audio": cfg.uses_audio,
-        "flops": None,
-        "memory_method": "cuda max_memory_allocated" if device.type == "cuda" else "growth of process peak RSS (ru_maxrss)",
-        "batches": [],
-    }
-    runner: Callable[..., Any] = model
-    if job.compile:
-        runner = torch.compile(model, backend=job.compile_backend, dynamic=False)
+def measure(jobs: list[ModelJob]) -> list[dict[str, Any]]:
+    """Throughput, latency and peak memory of each job at each of its batch sizes.
+
+    Jobs given together share the variant and batch sizes and are timed interleaved; their
+    peak memory cannot be told apart then, so it is measured only for a job alone.
+    """
+    first = jobs[0]
+    load_start = os.getloadavg()[0]
+    built = [build(job) for job in jobs]
+    device = built[0][2]
+    alone = len(jobs) == 1
+    results: list[dict[str, Any]] = []
+    runners: list[Callable[..., Any]] = []
+    for job, (cfg, model, _) in zip(jobs, built):
+        results.append({
+            "preset": job.preset,
+            "load_start": load_start,
+            "input_size": list(cfg.input_size),
+            "params": sum(p.numel() for p in model.parameters()),
+            "uses_audio": cfg.uses_audio,
+            "flops": None,
+            "memory_method": ("cuda max_memory_allocated" if device.type == "cuda" else "growth of process peak RSS (ru_maxrss)")
+            if alone else "not measured (interleaved timing)",
+            "batches": [],
+        })
+        runners.append(torch.compile(model, backend=job.compile_backend, dynamic=False) if job.compile else model)
     rss_before = max_rss_mib()
-    for batch in sorted(set(job.batch_sizes)):
-        row: dict[str, Any] = {"batch": batch}
+    for batch in sorted(set(first.batch_sizes)):
+        rows: list[dict[str, Any]] = [{"batch": batch} for _ in jobs]
+        inputs: list[Any] = []
         try:
-            images, audio = make_inputs(cfg, batch, device, job.memory_format == "channels_last", job.seed)
+            forwards = []
+            for job, (cfg, _, _), runner in zip(jobs, built, runners):
+                images, audio = make_inputs(cfg, batch, device, job.memory_format == "channels_last", job.seed)
+                inputs.append((images, audio))
+                forwards.append(forward_fn(runner, images, audio, device, job.precision))
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            row.update(time_batch(forward_fn(runner, images, audio, device, job.precision), device, job.warmup, job.repeats, job.budget_s))
-            row["throughput"] = batch / (row["latency_ms"] / 1000.0)
-            if device.type == "cuda":
-                row["peak_mem_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-            else:
-                row["peak_mem_mib"] = max_rss_mib() - rss_before
-        except torch.OutOfMemoryError as exc:
-            row["error"] = describe_error(exc)
+            timings = time_interleaved(forwards, device, first.warmup, first.repeats, first.budget_s)
+            for row, timing in zip(rows, timings):
+                row.update(timing)
+                row["throughput"] = batch / (row["latency_ms"] / 1000.0)
+                if alone:
+                    row["peak_mem_mib"] = (
+                        torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else max_rss_mib() - rss_before
+                    )
+        except Exception as exc:  # out of memory at a large batch is an answer, not a crash
+            for row in rows:
+                row.setdefault("error", describe_error(exc))
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        except Exception as exc:
-            row["error"] = describe_error(exc)
         finally:
-            images = audio = None  # noqa: F841 - free the batch before the next, larger one
-        result["batches"].append(row)
-    if job.flops:  # after the timing, so its forward pass does not raise the peak RSS baseline
-        try:
-            result["flops"] = count_flops(model, cfg, device)
-        except Exception as exc:  # a counting failure must not cost the timing
-            result["flops_error"] = describe_error(exc)
-    return result
+            inputs.clear()  # free this batch before the next, larger one
+        for result, row in zip(results, rows):
+            result["batches"].append(row)
+    load_end = os.getloadavg()[0]
+    for job, (cfg, model, _), result in zip(jobs, built, results):
+        result["load_end"] = load_end
+        if job.flops:  # after the timing, so its forward pass does not raise the peak RSS baseline
+            try:
+                result["flops"] = count_flops(model, cfg, device)
+            except Exception as exc:  # a counting failure must not cost the timing
+                result["flops_error"] = describe_error(exc)
+    return results
 
 
 # --------------------------------------------------------------------------------------
@@ -276,8 +344,9 @@ def profile(job: ModelJob) -> dict[str, Any]:
 
 def main() -> int:
     try:
-        job = ModelJob.from_json(json.loads(sys.stdin.read()))
-        result = profile(job) if job.profile else measure(job)
+        request = json.loads(sys.stdin.read())
+        jobs = [ModelJob.from_json(job) for job in request["jobs"]]
+        result: Any = profile(jobs[0]) if jobs[0].profile else measure(jobs)
     except Exception as exc:
         result = {"error": describe_error(exc)}
     sys.stdout.write("\n" + json.dumps(result) + "\n")
