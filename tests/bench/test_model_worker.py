@@ -11,9 +11,9 @@ TINY = {"branch_channels": [8, 16, 32], "units_per_block": 1, "merge_channels": 
 
 
 def test_interleaved_jobs_are_each_timed_and_leave_peak_memory_unmeasured():
-    jobs = [ModelJob(preset=p, batch_sizes=(1, 2), repeats=2, overrides=TINY) for p in ("cc-v-lowres", "csrnet-lowres")]
+    jobs = [ModelJob(preset=p, batch_sizes=(1, 2), repeats=2, overrides=TINY) for p in ("cc-v-lowres", "cc-av-lowres")]
     results = measure(jobs)
-    assert [r["preset"] for r in results] == ["cc-v-lowres", "csrnet-lowres"]
+    assert [r["preset"] for r in results] == ["cc-v-lowres", "cc-av-lowres"]
     for result in results:
         assert result["memory_method"].startswith("not measured") and result["flops"] > 0
         assert [b["batch"] for b in result["batches"]] == [1, 2]
