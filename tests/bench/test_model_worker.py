@@ -11,14 +11,13 @@ TINY = {"branch_channels": [8, 16, 32], "units_per_block": 1, "merge_channels": 
 
 
 def test_interleaved_jobs_are_each_timed_and_leave_peak_memory_unmeasured():
-    jobs = [ModelJob(preset=p, batch_sizes=(1, 2), repeats=2, overrides=TINY) for p in ("cc-v-lowres", "cc-av-lowres")]
+    jobs = [ModelJob(preset=p, batch_sizes=(1,), repeats=2, overrides=TINY, flops=False) for p in ("cc-v-lowres", "cc-av-lowres")]
     results = measure(jobs)
     assert [r["preset"] for r in results] == ["cc-v-lowres", "cc-av-lowres"]
     for result in results:
-        assert result["memory_method"].startswith("not measured") and result["flops"] > 0
-        assert [b["batch"] for b in result["batches"]] == [1, 2]
-        for row in result["batches"]:
-            assert row["repeats"] == 2 and row["latency_ms"] > 0 and row["cpu_ms"] > 0 and "peak_mem_mib" not in row
+        assert result["memory_method"].startswith("not measured")
+        (row,) = result["batches"]
+        assert row["repeats"] == 2 and row["latency_ms"] > 0 and row["cpu_ms"] > 0 and "peak_mem_mib" not in row
 
 
 def test_a_job_alone_reports_peak_memory_growth():
