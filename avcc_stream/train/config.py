@@ -1,0 +1,143 @@
+"""Training configuration: one YAML file per run, validated by pydantic.
+
+Unknown keys are rejected and every error names the file and the dotted key, so a typo in a
+config never silently falls back to a default. Defaults are the paper's (section 4): Adam,
+lr 1e-5 decayed x0.99 per epoch, batch 4, weight decay 1e-4 (dropout 0.3 lives in the model
+config), evaluation every epoch, best checkpoint by validation MAE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Strict):
+    preset: str = Field(title="avcc_stream.model preset, e.g. cc-av-lowres")
+    overrides: dict[str, Any] = Field(default_factory=dict, title="ModelConfig fields to override")
+
+
+class DataSection(_Strict):
+    root: Path = Field(title="dataset folder (any layout open_dataset reads)")
+    train_split: str = "train"
+    val_split: str = "val"
+    seed: int = Field(0, title="augmentation / degradation seed (samples draw from (seed, epoch, id))")
+    augment: bool = Field(True, title="crops, flips, random paper-style degradations, audio gain")
+    degrade_probability: float = Field(0.5, ge=0.0, le=1.0, title="share of training images given a random corruption")
+    blackout_probability: float = Field(
+        0.0, ge=0.0, le=1.0, title="share of training images replaced by black (occlusion rate 1): the sound must count"
+    )
+    val_setting: str = Field("regular", title="degradation setting of the validation images (avcc_stream.data.degrade)")
+    max_train_samples: int | None = Field(None, ge=1, title="use only the first N training samples (smoke runs)")
+    samples_per_epoch: int | None = Field(
+        None, ge=1, title="an epoch is this many samples, a new random subset each epoch (None: the whole split)"
+    )
+    max_val_samples: int | None = Field(None, ge=1, title="use only the first N validation samples")
+    num_workers: int = Field(0, ge=0, title="DataLoader worker processes")
+
+
+class OptimSection(_Strict):
+    lr: float = Field(1e-5, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["exponential", "cosine"] = Field(
+        "exponential", title="exponential: lr * gamma ** epoch (paper); cosine: to min_lr_ratio over all steps"
+    )
+    gamma: float = Field(0.99, gt=0.0, le=1.0, title="per-epoch decay of the exponential schedule")
+    warmup_steps: int = Field(0, ge=0, title="linear warm-up from 0 over this many optimizer steps")
+    min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0, title="final lr / lr of the cosine schedule")
+    grad_clip: float | None = Field(None, gt=0.0, title="clip the gradient norm to this (None: no clipping)")
+
+
+class TrainSection(_Strict):
+    epochs: int = Field(500, ge=1)
+    batch_size: int = Field(4, ge=1, title="per process (DDP: global batch = batch_size * world size)")
+    seed: int = Field(0, title="model initialisation, dropout and shuffling")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto", title="auto: bf16 (or fp16) on CUDA, off on CPU; bf16 also runs on CPU (autocast)"
+    )
+    channels_last: bool = Field(True, title="channels_last memory format (CUDA only)")
+    threads: int | None = Field(None, ge=1, title="torch.set_num_threads for this process (CPU)")
+    save_every_steps: int = Field(100, ge=1, title="write the resumable state this often (and every epoch)")
+    log_every_steps: int = Field(10, ge=1, title="append to steps.csv this often")
+    checkpoint_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", title="storage dtype of best/last .safetensors (float16 halves shipped files)"
+    )
+    val_batch_size: int = Field(16, ge=1)
+
+
+class TrainConfig(_Strict):
+    model: ModelSection
+    data: DataSection
+    optim: OptimSection = OptimSection()
+    train: TrainSection = TrainSection()
+
+    @model_validator(mode="after")
+    def _check_model(self) -> TrainConfig:
+        self.model_config_object()  # raises ValueError naming the bad field
+        return self
+
+    def model_config_object(self):  # -> avcc_stream.model.ModelConfig
+        from avcc_stream.model import ModelConfig
+
+        return ModelConfig.from_preset(self.model.preset, **self.model.overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """`key.sub=value` strings -> (key, YAML-parsed value), e.g. train.epochs=3, optim.lr=1e-4."""
+    parsed = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        parsed.append((key.strip(), yaml.safe_load(raw)))
+    return parsed
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override (`--set` items) and validate a training config; ConfigError names file and key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections model, data, optim, train")
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(data, key, value)
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            + (f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else "")
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,283 @@
+"""The paper's evaluation: Table 1 (MAE / RMSE under its degradations), the occlusion curve, and
+density overlays of the worst images.
+
+Every checkpoint sees the same corrupted image: a sample's corruption is seeded by
+(--seed, sample id), and checkpoints with the same input size run on the very same batch.
+Counts are all that the table needs; density maps are rendered only for the overlays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from avcc_stream.train.metrics import CountErrors
+
+
+class EvaluationError(ValueError):
+    """Evaluation inputs that cannot be used together (empty split, duplicate checkpoints)."""
+
+
+# Table 1's columns: (setting name in avcc_stream.data.degrade, column heading).
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("regular", "Regular"),
+    ("lowres", "Low resolution"),
+    ("noise25", "Noise B=25"),
+    ("noise50", "Noise B=50"),
+    ("lowlight25", "Low light R=0.2, B=25"),
+    ("lowlight50", "Low light R=0.2, B=50"),
+)
+
+
+def table_settings(low_light_mode: str) -> list[tuple[str, str]]:
+    """The six columns, with the low-light ones in the random (paper) or fixed mode."""
+    if low_light_mode not in ("random", "fixed"):
+        raise EvaluationError(f"low-light mode must be random or fixed, got {low_light_mode!r}")
+    suffix = "-fixed" if low_light_mode == "fixed" else ""
+    return [(name + suffix if name.startswith("lowlight") else name, title) for name, title in TABLE_COLUMNS]
+
+
+@dataclass
+class Candidate:
+    """One checkpoint under evaluation."""
+
+    label: str
+    spec: str
+    model: torch.nn.Module
+    config: Any  # ModelConfig
+    header: dict[str, Any]
+
+
+@dataclass
+class SettingResult:
+    errors: CountErrors = field(default_factory=CountErrors)
+    predictions: dict[str, float] = field(default_factory=dict)
+
+
+def load_candidates(specs: Sequence[str], device: torch.device) -> list[Candidate]:
+    from avcc_stream.model.checkpoint import load_checkpoint, resolve_checkpoint
+
+    candidates: list[Candidate] = []
+    for spec in specs:
+        loaded = load_checkpoint(resolve_checkpoint(spec), map_location=device)
+        label = spec.removeprefix("builtin:") if spec.startswith("builtin:") else loaded.config.name
+        if any(c.label == label for c in candidates):
+            label = f"{label} ({Path(spec).stem})"
+        if any(c.label == label for c in candidates):
+            raise EvaluationError(f"checkpoint {spec} given twice")
+        candidates.append(Candidate(label, spec, loaded.model.eval(), loaded.config, loaded.header))
+    return candidates
+
+
+def _groups(candidates: Sequence[Candidate]) -> list[list[Candidate]]:
+    """Checkpoints that take the same input size share each batch."""
+    groups: dict[tuple[int, int], list[Candidate]] = {}
+    for cand in candidates:
+        groups.setdefault(tuple(cand.config.input_size), []).append(cand)
+    return list(groups.values())
+
+
+@torch.no_grad()
+def evaluate_setting(
+    candidates: Sequence[Candidate],
+    source: Sequence[Any],
+    setting_name: str,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+) -> dict[str, SettingResult]:
+    """Count every sample of `source` under one degradation setting with every checkpoint."""
+    from tqdm import tqdm
+
+    from avcc_stream.data.degrade import setting
+    from avcc_stream.data.training import CrowdTrainingDataset
+
+    degradation = setting(setting_name)
+    results = {c.label: SettingResult() for c in candidates}
+    for group in _groups(candidates):
+        dataset = CrowdTrainingDataset(source, group[0].config, augment=False, degradation=degradation, seed=seed)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        for batch in tqdm(loader, desc=setting_name, disable=not progress, leave=False):
+            images = batch["image"].to(device)
+            audio = batch["audio"].to(device)
+            for cand in group:
+                out = cand.model(images, audio if cand.config.uses_audio else None)
+                result = results[cand.label]
+                result.errors.update(out.count, batch["count"])
+                for sample_id, count in zip(batch["id"], out.count.tolist(), strict=True):
+                    result.predictions[sample_id] = float(count)
+    return results
+
+
+@dataclass
+class Evaluation:
+    dataset: str
+    split: str
+    samples: int
+    curve_samples: int
+    seed: int
+    low_light_mode: str
+    candidates: list[Candidate]
+    table: dict[str, dict[str, SettingResult]]  # setting -> label -> result
+    curve: dict[float, dict[str, SettingResult]]  # occlusion rate -> label -> result
+    true_counts: dict[str, float]
+    columns: list[tuple[str, str]]
+    seconds: float = 0.0
+
+    def average(self, label: str) -> tuple[float, float]:
+        """Mean of the six columns' MAE and of their RMSE (Table 1's 'Average')."""
+        maes = [self.table[name][label].errors.mae for name, _ in self.columns]
+        rmses = [self.table[name][label].errors.rmse for name, _ in self.columns]
+        return sum(maes) / len(maes), sum(rmses) / len(rmses)
+
+    def worst(self, label: str, k: int) -> list[str]:
+        """Ids of the k images with the largest absolute count error at the regular setting."""
+        predictions = self.table["regular"][label].predictions
+        return sorted(predictions, key=lambda i: -abs(predictions[i] - self.true_counts[i]))[:k]
+
+
+def run_evaluation(
+    candidates: list[Candidate],
+    dataset_root: Path,
+    split: str,
+    *,
+    seed: int = 0,
+    occlusion_rates: Sequence[float] = (),
+    limit: int | None = None,
+    curve_limit: int | None = None,
+    low_light_mode: str = "random",
+    batch_size: int = 16,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    import time
+
+    from avcc_stream.data.datasets import open_dataset
+    from avcc_stream.data.degrade import occlusion
+
+    device = device or torch.device("cpu")
+    source: Sequence[Any] = open_dataset(dataset_root, split)
+    if len(source) == 0:
+        raise EvaluationError(f"{dataset_root}: split {split!r} has no samples")
+    if limit is not None:
+        source = Subset(source, range(min(limit, len(source))))
+    curve_source = Subset(source, range(min(curve_limit, len(source)))) if curve_limit else source
+    started = time.monotonic()
+    columns = table_settings(low_light_mode)
+    table = {}
+    for name, _title in columns:
+        table[name] = evaluate_setting(candidates, source, name, seed, batch_size, device, progress)
+    curve = {}
+    for rate in occlusion_rates:
+        curve[float(rate)] = evaluate_setting(
+            candidates, curve_source, occlusion(rate).name, seed, batch_size, device, progress
+        )
+    true_counts = {source[i].id: float(source[i].count) for i in range(len(source))}
+    return Evaluation(
+        dataset=str(dataset_root), split=split, samples=len(source), curve_samples=len(curve_source), seed=seed,
+        low_light_mode=low_light_mode, candidates=candidates, table=table, curve=curve, true_counts=true_counts,
+        columns=columns, seconds=time.monotonic() - started,
+    )
+
+
+def evaluate_command(args: Any, rates: list[float]) -> None:
+    """`avcc-stream evaluate`: run, print the Markdown table, write the report files."""
+    from avcc_stream.train.report import write_report
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    candidates = load_candidates(args.checkpoint, device)
+    evaluation = run_evaluation(
+        candidates, args.dataset, args.split, seed=args.seed, occlusion_rates=rates, limit=args.limit,
+        curve_limit=args.curve_limit, low_light_mode=args.low_light_mode, batch_size=args.batch_size,
+        device=device, progress=not args.no_progress,
+    )
+    paths = write_report(evaluation, args.out, worst=args.worst, device=device)
+    print(paths["markdown"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 4)
+
+
+def candidate_summary(cand: Candidate) -> dict[str, Any]:
+    provenance = cand.header.get("provenance", {}) or {}
+    return {
+        "label": cand.label,
+        "checkpoint": cand.spec,
+        "preset": cand.config.name,
+        "uses_audio": cand.config.uses_audio,
+        "input_size": list(cand.config.input_size),
+        "storage_dtype": cand.header.get("storage_dtype"),
+        "trained_epochs": provenance.get("epochs"),
+        "val_mae": provenance.get("val_mae"),
+        "data_seed": provenance.get("data_seed"),
+        "commit": provenance.get("commit"),
+    }
+
+
+def json_payload(evaluation: Evaluation) -> dict[str, Any]:
+    from avcc_stream.train.trainer import machine_description
+
+    labels = [c.label for c in evaluation.candidates]
+    table = {}
+    for label in labels:
+        row = {
+            name: {
+                "mae": finite(evaluation.table[name][label].errors.mae),
+                "rmse": finite(evaluation.table[name][label].errors.rmse),
+            }
+            for name, _ in evaluation.columns
+        }
+        mae, rmse = evaluation.average(label)
+        row["average"] = {"mae": finite(mae), "rmse": finite(rmse)}
+        table[label] = row
+    counts = list(evaluation.true_counts.values())
+    return {
+        "created_utc": utc_now(),
+        "machine": machine_description(torch.device("cpu")),
+        "dataset": evaluation.dataset,
+        "split": evaluation.split,
+        "samples": evaluation.samples,
+        "mean_count": round(sum(counts) / len(counts), 4),
+        "seed": evaluation.seed,
+        "low_light_mode": evaluation.low_light_mode,
+        "columns": [{"setting": name, "title": title} for name, title in evaluation.columns],
+        "checkpoints": [candidate_summary(c) for c in evaluation.candidates],
+        "table": table,
+        "occlusion_curve": {
+            "samples": evaluation.curve_samples,
+            "rates": sorted(evaluation.curve),
+            "mae": {
+                label: [finite(evaluation.curve[r][label].errors.mae) for r in sorted(evaluation.curve)]
+                for label in labels
+            },
+            "rmse": {
+                label: [finite(evaluation.curve[r][label].errors.rmse) for r in sorted(evaluation.curve)]
+                for label in labels
+            },
+        },
+        "seconds": round(evaluation.seconds, 1),
+        "predictions": {
+            label: {name: evaluation.table[name][label].predictions for name, _ in evaluation.columns}
+            for label in labels
+        },
+        "true_counts": evaluation.true_counts,
+    }
+
+
+def dump_json(payload: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(payload, indent=1))

@@ -1,0 +1,143 @@
+"""Writing an evaluation: report.md (Table 1 + occlusion table), report.json, occlusion.png and
+overlays/<checkpoint>.png (the worst images: frame, true and predicted density)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avcc_stream.train.evaluate import Evaluation, dump_json, json_payload
+
+
+def _cell(mae: float, rmse: float) -> str:
+    return f"{mae:.2f} / {rmse:.2f}"
+
+
+def markdown_report(evaluation: Evaluation) -> str:
+    labels = [c.label for c in evaluation.candidates]
+    counts = list(evaluation.true_counts.values())
+    mode = (
+        "random (brightness factor ~ U(0, 0.2), noise variance ~ U(0, B^2) per image, as the paper)"
+        if evaluation.low_light_mode == "random"
+        else "fixed (brightness factor 0.2, noise sigma = B)"
+    )
+    lines = [
+        f"# Evaluation: {evaluation.dataset}, split `{evaluation.split}`",
+        "",
+        f"{evaluation.samples} images, mean count {sum(counts) / len(counts):.2f}; degradation seed "
+        f"{evaluation.seed} (every checkpoint sees the same corrupted image). Low-light mode: {mode}.",
+        "",
+        "MAE / RMSE (people per image; lower is better):",
+        "",
+        "| checkpoint | " + " | ".join(title for _, title in evaluation.columns) + " | Average |",
+        "|---|" + "---|" * (len(evaluation.columns) + 1),
+    ]
+    for label in labels:
+        cells = [
+            _cell(evaluation.table[name][label].errors.mae, evaluation.table[name][label].errors.rmse)
+            for name, _ in evaluation.columns
+        ]
+        cells.append(_cell(*evaluation.average(label)))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if evaluation.curve:
+        rates = sorted(evaluation.curve)
+        lines += [
+            "",
+            f"Occlusion rate (share of the image blacked out by one rectangle), MAE on "
+            f"{evaluation.curve_samples} images:",
+            "",
+            "| checkpoint | " + " | ".join(f"{r:g}" for r in rates) + " |",
+            "|---|" + "---|" * len(rates),
+        ]
+        for label in labels:
+            lines.append(
+                f"| {label} | " + " | ".join(f"{evaluation.curve[r][label].errors.mae:.2f}" for r in rates) + " |"
+            )
+    lines += ["", f"Evaluation took {evaluation.seconds:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+def plot_occlusion_curve(evaluation: Evaluation, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = sorted(evaluation.curve)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for cand in evaluation.candidates:
+        style = "-" if cand.config.uses_audio else "--"
+        ax.plot(rates, [evaluation.curve[r][cand.label].errors.mae for r in rates], style, marker="o", label=cand.label)
+    ax.set_xlabel("occlusion rate")
+    ax.set_ylabel("MAE (people)")
+    ax.set_title(f"MAE vs occlusion, {evaluation.curve_samples} images ({evaluation.split})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def plot_worst_images(evaluation: Evaluation, out_dir: Path, k: int, device: torch.device) -> list[Path]:
+    """One PNG per checkpoint: its k worst images at the regular setting (frame, truth, prediction)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from avcc_stream.data.datasets import open_dataset
+    from avcc_stream.data.training import CrowdTrainingDataset
+    from avcc_stream.model.overlay import density_overlay
+
+    reader = open_dataset(evaluation.dataset, evaluation.split)
+    index = {reader[i].id: i for i in range(len(reader))} if k else {}
+    paths = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for cand in evaluation.candidates:
+        ids = evaluation.worst(cand.label, k)
+        if not ids:
+            continue
+        dataset = CrowdTrainingDataset(reader, cand.config, augment=False, seed=evaluation.seed)
+        fig, axes = plt.subplots(len(ids), 2, figsize=(9, 2.6 * len(ids)), squeeze=False)
+        for row, sample_id in enumerate(ids):
+            item = dataset[index[sample_id]]
+            sample = reader[index[sample_id]]
+            out = cand.model(item["image"][None].to(device), item["audio"][None].to(device) if cand.config.uses_audio else None)
+            axes[row, 0].imshow(density_overlay(sample.image, item["density"]))
+            axes[row, 0].set_title(f"{sample_id}: true {float(item['count']):.0f}", fontsize=9)
+            axes[row, 1].imshow(density_overlay(sample.image, out.density[0]))
+            axes[row, 1].set_title(f"{cand.label}: predicted {float(out.count[0]):.1f}", fontsize=9)
+            for ax in axes[row]:
+                ax.axis("off")
+        fig.suptitle(f"{cand.label}: worst {len(ids)} images by |error| (regular setting)")
+        fig.tight_layout()
+        path = out_dir / f"{_slug(cand.label)}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "checkpoint"
+
+
+def write_report(evaluation: Evaluation, out_dir: str | Path, worst: int = 4,
+                 device: torch.device | None = None) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Any] = {"markdown": out_dir / "report.md", "json": out_dir / "report.json"}
+    paths["markdown"].write_text(markdown_report(evaluation))
+    dump_json(json_payload(evaluation), paths["json"])
+    if evaluation.curve:
+        paths["curve"] = plot_occlusion_curve(evaluation, out_dir / "occlusion.png")
+    for i, path in enumerate(plot_worst_images(evaluation, out_dir / "overlays", worst, device or torch.device("cpu"))):
+        paths[f"overlay{i}"] = path
+    return paths
+
+

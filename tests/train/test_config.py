@@ -1,0 +1,68 @@
+"""Training configs: defaults are the paper's, and every mistake names the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from avcc_stream.train.config import ConfigError, load_config
+from tests.train.conftest import small_config_dict, write_config
+
+
+def test_paper_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path / "c.yaml", {"model": {"preset": "cc-av"}, "data": {"root": "x"}}))
+    assert (cfg.optim.lr, cfg.optim.gamma, cfg.optim.weight_decay, cfg.optim.schedule) == (1e-5, 0.99, 1e-4, "exponential")
+    assert cfg.train.batch_size == 4
+    assert cfg.model_config_object().dropout == 0.3
+
+
+def test_unknown_key_is_named_with_the_file(tmp_path: Path) -> None:
+    data = small_config_dict(tmp_path)
+    data["optim"]["learning_rate"] = 0.1
+    path = write_config(tmp_path / "typo.yaml", data)
+    with pytest.raises(ConfigError, match=r"typo\.yaml: optim\.learning_rate: Extra inputs are not permitted"):
+        load_config(path)
+
+
+def test_bad_value_and_bad_preset(tmp_path: Path) -> None:
+    data = small_config_dict(tmp_path)
+    data["train"]["batch_size"] = 0
+    with pytest.raises(ConfigError, match=r"train\.batch_size: .*greater than or equal to 1"):
+        load_config(write_config(tmp_path / "a.yaml", data))
+    data = small_config_dict(tmp_path, preset="cc-xl")
+    with pytest.raises(ConfigError, match=r"unknown model preset 'cc-xl'"):
+        load_config(write_config(tmp_path / "b.yaml", data))
+    data = small_config_dict(tmp_path)
+    data["model"]["overrides"]["embed_dims"] = 3
+    with pytest.raises(ConfigError, match=r"embed_dims"):
+        load_config(write_config(tmp_path / "c.yaml", data))
+
+
+def test_missing_file_and_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_set_overrides_are_typed_and_validated(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "c.yaml", small_config_dict(tmp_path))
+    cfg = load_config(path, ["train.epochs=7", "optim.lr=2e-4", "data.augment=false"])
+    assert (cfg.train.epochs, cfg.optim.lr, cfg.data.augment) == (7, 2e-4, False)
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(path, ["train.epochs"])
+    with pytest.raises(ConfigError, match=r"train\.epochz"):
+        load_config(path, ["train.epochz=3"])
+
+
+def test_shipped_and_paper_configs_are_valid() -> None:
+    configs = sorted(Path(__file__).resolve().parents[2].joinpath("configs", "train").glob("*.yaml"))
+    names = {p.stem for p in configs}
+    for preset in ("cc-av", "cc-v", "cc-av-lowres", "cc-v-lowres", "csrnet", "csrnet-lowres",
+                   "audiocsrnet", "audiocsrnet-lowres"):
+        assert preset in names
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.model_config_object().name == cfg.model.preset

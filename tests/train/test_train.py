@@ -1,0 +1,90 @@
+"""Training end to end on a tiny synthetic dataset: outputs, exact resume, budget stop, half storage."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from avcc_stream.model.checkpoint import load_checkpoint, read_checkpoint_header
+from avcc_stream.train.config import TrainConfig
+from avcc_stream.train.trainer import TrainingError, train
+from tests.train.conftest import small_config_dict
+
+
+def config(root: Path, **train_fields: object) -> TrainConfig:
+    return TrainConfig.model_validate(small_config_dict(root, **train_fields))
+
+
+def test_two_steps_write_checkpoint_csv_and_plot(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = train(config(tiny_dataset), out, progress=False)  # 8 training samples, batch 4: 2 steps
+    assert (result.global_step, result.epochs_done, result.stopped_early) == (2, 1, False)
+    for name in ("best.safetensors", "last.safetensors", "state.pt", "metrics.csv", "steps.csv", "curves.png",
+                 "config.yaml"):
+        assert (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["val_mae"]) >= 0 and rows[0]["global_step"] == "2"
+    assert len(list(csv.DictReader((out / "steps.csv").open()))) == 2
+    loaded = load_checkpoint(out / "best.safetensors")
+    provenance = loaded.header["provenance"]
+    assert provenance["data_seed"] == 11 and provenance["epochs"] == 1 and provenance["global_step"] == 2
+    assert provenance["val_mae"] == pytest.approx(float(rows[0]["val_mae"]), rel=1e-5)
+    assert provenance["config"]["model"]["preset"] == "cc-av-lowres" and provenance["machine"]
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(config(tiny_dataset), out, progress=False)
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "state.pt", map_location="cpu", weights_only=True)
+
+
+def test_resume_after_interruption_matches_a_straight_run(tiny_dataset: Path, tmp_path: Path) -> None:
+    # Two epochs of two steps with augmentation, black frames and dropout: interrupted after
+    # step 3 (mid-epoch), then resumed, the run must end where the straight run ends.
+    straight = train(config(tiny_dataset, epochs=2), tmp_path / "straight", progress=False)
+    first = train(config(tiny_dataset, epochs=2), tmp_path / "resumed", progress=False, stop_after_steps=3)
+    assert first.stopped_early and first.global_step == 3
+    partial = _weights(tmp_path / "resumed")
+    assert (partial["epoch"], partial["step_in_epoch"]) == (1, 1)
+    second = train(config(tiny_dataset, epochs=2), tmp_path / "resumed", resume=True, progress=False)
+    assert (second.global_step, second.stopped_early) == (straight.global_step, False) == (4, False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for key, state in a["optimizer"]["state"].items():
+        for field, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][key][field]), (key, field)
+    assert a["scheduler"] == b["scheduler"]
+    assert a["best_mae"] == b["best_mae"]
+    assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
+    steps = list(csv.DictReader((tmp_path / "resumed" / "steps.csv").open()))
+    assert [int(r["global_step"]) for r in steps] == [1, 2, 3, 4]
+
+
+def test_zero_budget_stops_after_one_step_with_a_resumable_state(tiny_dataset: Path, tmp_path: Path) -> None:
+    result = train(config(tiny_dataset), tmp_path / "run", progress=False, max_minutes=0)
+    assert result.stopped_early and result.global_step == 1
+    state = _weights(tmp_path / "run")
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (0, 1, 1)
+    # The budget stop validates what it has, so a best checkpoint exists even mid-epoch.
+    assert (tmp_path / "run" / "best.safetensors").exists()
+    resumed = train(config(tiny_dataset), tmp_path / "run", resume=True, progress=False)
+    assert (resumed.global_step, resumed.stopped_early) == (2, False)
+
+
+def test_half_precision_checkpoints_round_trip(tiny_dataset: Path, tmp_path: Path) -> None:
+    result = train(config(tiny_dataset, checkpoint_dtype="float16"), tmp_path / "run", progress=False)
+    assert result.global_step == 2
+    full = _weights(tmp_path / "run")["model"]
+    path = tmp_path / "run" / "best.safetensors"
+    assert read_checkpoint_header(path)["storage_dtype"] == "float16"
+    model = load_checkpoint(path).model
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            assert tensor.dtype == torch.float32
+            assert torch.equal(tensor, full[name].to(torch.float16).float()), name
+        else:
+            assert torch.equal(tensor, full[name]), name
