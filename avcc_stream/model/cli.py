@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--presets", nargs="+", metavar="PRESET", help="only these presets (default: all)")
     info.add_argument("--no-timing", action="store_true", help="skip the forward-time measurement")
     info.add_argument("--runs", type=int, default=3, help="timed runs per preset, median reported (default 3)")
+    info.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice); 1 is the stable choice on a busy machine"
+    )
     info.set_defaults(func=run_model_info)
 
 
@@ -131,6 +134,10 @@ def run_model_info(args: argparse.Namespace) -> int:
     if unknown:
         raise CommandError(f"unknown preset(s) {', '.join(unknown)}; available: {', '.join(PRESETS)}")
     runs = 0 if args.no_timing else args.runs
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CommandError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     costs = {p: measure(p, runs) for p in presets}
     print(f"batch 1, CPU ({torch.get_num_threads()} threads), torch {torch.__version__}; ratios are to AudioCSRNet "
           "at the same input size (its preset measured here when not listed); x time uses the medians")  # fmt: skip

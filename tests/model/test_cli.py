@@ -130,9 +130,10 @@ def test_infer_with_a_missing_builtin_checkpoint_names_what_is_available(media, 
 
 
 def test_model_info_prints_parameters_gflops_and_ratios(capsys):
-    code = main(["model-info", "--presets", "cc-v-lowres", "csrnet-lowres", "--runs", "1"])
+    code = main(["model-info", "--presets", "cc-v-lowres", "csrnet-lowres", "--runs", "1", "--threads", "1"])
     lines = capsys.readouterr().out.splitlines()
     assert code == 0
+    assert "(1 threads)" in lines[0]
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(rows) == {"cc-v-lowres", "csrnet-lowres"}
     # csrnet-lowres: 16.26 M parameters, 7.6 GFLOPs at 128x72; ratios to audiocsrnet-lowres (22.80 M).
