@@ -7,7 +7,7 @@ overwrites itself in Redis instead of adding a point.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import numpy as np
@@ -19,17 +19,25 @@ CameraState = Literal["online", "offline", "stalled"]
 SHARE_DIGITS = 6
 
 
-def rfc3339(moment: datetime) -> str:
-    """UTC with milliseconds and a Z: `2026-05-01T12:00:01.000Z` (naive times are taken as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def epoch_ms(moment: datetime) -> int:
+    """Whole milliseconds since the epoch, rounded half up (naive times are taken as UTC).
+
+    Integer arithmetic on the timedelta, so the rounding never depends on float error and
+    `rfc3339` shows exactly this millisecond."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return round(moment.timestamp() * 1000)
+    delta = moment - EPOCH
+    microseconds = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (microseconds + 500) // 1000
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC with milliseconds and a Z, `2026-05-01T12:00:01.000Z`: the millisecond of `epoch_ms`."""
+    whole = EPOCH + timedelta(milliseconds=epoch_ms(moment))
+    return whole.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def record_id(camera: str, kind: RecordKind, moment: datetime, *qualifiers: str) -> str:

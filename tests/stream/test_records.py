@@ -11,7 +11,7 @@ import pytest
 from avcc_stream.stream.alerts import AlertEvent
 from avcc_stream.stream.publish.base import payload_json
 from avcc_stream.stream.records import (
-    alert_record, count_record, hotspots_record, result_records, rfc3339, status_record,
+    alert_record, count_record, epoch_ms, hotspots_record, result_records, rfc3339, status_record,
 )
 from tests.stream.record_samples import at, result
 
@@ -51,6 +51,16 @@ def test_rfc3339_is_utc_with_milliseconds() -> None:
     plus_two = timezone(timedelta(hours=2))
     assert rfc3339(datetime(2026, 5, 1, 14, 0, 0, 123456, tzinfo=plus_two)) == "2026-05-01T12:00:00.123Z"
     assert rfc3339(datetime(2026, 5, 1, 12, 0, 0)) == "2026-05-01T12:00:00.000Z"  # naive = UTC
+
+
+@pytest.mark.parametrize("microsecond", [0, 1, 499, 500, 501, 123456, 999499, 999500, 999999])
+def test_rfc3339_and_epoch_ms_name_the_same_whole_millisecond(microsecond: int) -> None:
+    # A record's id (epoch ms) and its ts (rfc3339) must agree, or a consumer joining
+    # MQTT payloads with Redis entry ids sees two different times for one window.
+    moment = datetime(2026, 5, 1, 12, 0, 1, microsecond, tzinfo=timezone.utc)
+    shown = datetime.fromisoformat(rfc3339(moment).replace("Z", "+00:00"))
+    assert epoch_ms(shown) == epoch_ms(moment)
+    assert epoch_ms(moment) == 1777636801000 + (microsecond + 500) // 1000  # rounded half up
 
 
 def test_hotspots_from_patch_counts_share_top_k_and_pixel_boxes() -> None:
