@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +20,9 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+# start_mosquitto/start_redis/stop_process are also imported from here by the benchmarks.
+from avcc_stream.stream.localservices import free_port, start_mosquitto, start_redis, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
@@ -40,71 +40,6 @@ def shout(text: str) -> None:
     """A warning nobody can miss."""
     bar = "!" * 78
     say(f"\n{bar}\n{text}\n{bar}\n")
-
-
-# --------------------------------------------------------------------------------------
-# local services
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
-    if found is None:
-        raise RuntimeError(f"{name} is not installed: run `make setup`")
-    return found
-
-
-def start_service(name: str, args: list[str], port: int, workdir: Path, timeout: float = 10.0) -> subprocess.Popen:
-    """Start a server and return once 127.0.0.1:`port` accepts connections."""
-    log = open(workdir / f"{name}.log", "wb")
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               cwd=workdir, start_new_session=True)
-    log.close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with {process.returncode}; see {workdir / (name + '.log')}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
-        except OSError:
-            time.sleep(0.02)
-    stop_process(process)
-    raise RuntimeError(f"{name} did not listen on port {port} within {timeout:g} s")
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> int | None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
-
-
-def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
-    # mosquitto 2 cannot bind port 0: pick a free port and write a config for it.
-    port = free_port()
-    config = workdir / "mosquitto.conf"
-    lines = [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence false", "log_dest stdout"]
-    if os.geteuid() == 0:
-        lines.append("user root")  # as root mosquitto would switch to a user that cannot read workdir
-    config.write_text("\n".join(lines) + "\n")
-    return start_service("mosquitto", [_binary("mosquitto"), "-c", str(config)], port, workdir), port
-
-
-def start_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    args = [_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir)]
-    return start_service("redis-server", args, port, workdir), port
 
 
 # --------------------------------------------------------------------------------------
@@ -212,6 +147,24 @@ def _daemon_errors(log_path: Path) -> list[str]:
     return lines
 
 
+def _health_summary(listen: str) -> str:
+    """One line from the running daemon's /healthz."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{listen}/healthz", timeout=3) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        body = json.loads(error.read())
+    except (OSError, ValueError) as exc:
+        return f"unavailable ({exc})"
+    cameras = ", ".join(f"{name} {state['status']}" for name, state in body["cameras"].items())
+    outputs = ", ".join(f"{name} {'connected' if state['connected'] else 'disconnected'}"
+                        for name, state in body["outputs"].items())
+    return f"{body['status']}: cameras {cameras}; outputs {outputs}"
+
+
 # --------------------------------------------------------------------------------------
 # the demo
 
@@ -243,12 +196,15 @@ def run_demo(seconds: float = 30.0, workdir: str | None = None) -> int:
 
         subscriber = Subscriber(mqtt_port)
         stack.callback(subscriber.close)
+        metrics = f"127.0.0.1:{free_port()}"
         env = dict(os.environ, AVCC_DEMO_CHECKPOINT=checkpoint, AVCC_DEMO_FALLBACK=fallback,
                    AVCC_DEMO_MQTT_PORT=str(mqtt_port), AVCC_DEMO_REDIS_PORT=str(redis_port),
-                   AVCC_DEMO_RTSP_URL=server.url(CAMERA))
+                   AVCC_DEMO_RTSP_URL=server.url(CAMERA), AVCC_DEMO_STATE_DIR=str(folder / "state"),
+                   AVCC_DEMO_METRICS_LISTEN=metrics)
         log_path = folder / "daemon.log"
         command = [sys.executable, "-m", "avcc_stream", "run", "--config", str(DEMO_CONFIG)]
         say(f"daemon        {' '.join(command[1:])}   (JSON logs: {log_path})")
+        say(f"metrics       http://{metrics}/metrics   health: http://{metrics}/healthz")
         say(f"\n--- what `mosquitto_sub -t 'crowd/+/count'` receives, for {seconds:g} s "
             "(plus the camera's status and alerts) ---")
         with open(log_path, "wb") as log:
@@ -265,11 +221,13 @@ def run_demo(seconds: float = 30.0, workdir: str | None = None) -> int:
                 time.sleep(0.2)
         except KeyboardInterrupt:
             say("\ninterrupted")
+        health = _health_summary(metrics)
         started = time.monotonic()
         code = stop_process(daemon)
         stopped_in = time.monotonic() - started
         time.sleep(0.3)
         say(f"--- daemon stopped (SIGTERM -> exit {code} in {stopped_in:.1f} s) ---\n")
+        say(f"/healthz      {health}")
 
         import redis
 
