@@ -16,11 +16,13 @@ from avcc_stream.config.model import ModelSettings
 from avcc_stream.config.mqtt import MqttSettings
 from avcc_stream.config.outputs import ConsoleSettings, HotspotSettings
 from avcc_stream.config.redis import RedisSettings
+from avcc_stream.config.service import HomeAssistantSettings, MetricsSettings, SpoolSettings
 from avcc_stream.config.zones import ZoneSettings
 
 __all__ = [
     "AlertSettings", "AlignSettings", "AppConfig", "CameraConfig", "CameraDefaults", "ConfigError",
-    "ConfigIssue", "ConsoleSettings", "HotspotSettings", "InferenceSettings", "LoggingSettings",
-    "ModelSettings", "MqttSettings", "RedisSettings", "ReconnectSettings", "SurgeSettings",
-    "TlsSettings", "ZoneSettings", "effective_camera_config", "load_config", "parse_config",
+    "ConfigIssue", "ConsoleSettings", "HomeAssistantSettings", "HotspotSettings", "InferenceSettings",
+    "LoggingSettings", "MetricsSettings", "ModelSettings", "MqttSettings", "RedisSettings",
+    "ReconnectSettings", "SpoolSettings", "SurgeSettings", "TlsSettings", "ZoneSettings",
+    "effective_camera_config", "load_config", "parse_config",
 ]

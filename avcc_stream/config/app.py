@@ -9,19 +9,26 @@ Sub-sections merge key by key; a camera's `alerts.levels` replaces the global le
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
 from avcc_stream.config.alerts import AlertSettings
 from avcc_stream.config.camera import CameraConfig, CameraDefaults, CameraName
-from avcc_stream.config.common import StrictModel
+from avcc_stream.config.common import RuleError, StrictModel
 from avcc_stream.config.inference import InferenceSettings
 from avcc_stream.config.logs import LoggingSettings
 from avcc_stream.config.model import ModelSettings
 from avcc_stream.config.mqtt import MqttSettings
 from avcc_stream.config.outputs import ConsoleSettings, HotspotSettings
 from avcc_stream.config.redis import RedisSettings
+from avcc_stream.config.service import (
+    HomeAssistantSettings,
+    MetricsSettings,
+    SpoolSettings,
+    default_state_dir,
+)
 
 # Keys whose value replaces the inherited one instead of merging into it.
 REPLACED_WHOLE = frozenset({"levels", "zones", "polygon", "patches"})
@@ -56,6 +63,15 @@ class AppConfig(StrictModel):
     alerts: AlertSettings = Field(default_factory=AlertSettings, title="Alert defaults")
     camera_defaults: CameraDefaults = Field(default_factory=CameraDefaults, title="Camera defaults")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, title="Logging")
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        title="Where the daemon keeps its state (the spool); default $STATE_DIRECTORY or ./state",
+    )
+    spool: SpoolSettings = Field(default_factory=SpoolSettings, title="Outputs' on-disk backlog")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings, title="/metrics and /healthz")
+    homeassistant: HomeAssistantSettings = Field(
+        default_factory=HomeAssistantSettings, title="Home Assistant MQTT discovery"
+    )
     cameras: dict[CameraName, CameraConfig] = Field(default_factory=dict, title="Cameras by name")
 
     @model_validator(mode="before")
@@ -80,6 +96,13 @@ class AppConfig(StrictModel):
                 merged["alerts"] = merge_defaults(alert_defaults, camera_alerts)
             cameras[name] = merged
         return {**data, "cameras": cameras}
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> AppConfig:
+        if self.homeassistant.enabled and not self.mqtt.enabled:
+            raise RuleError("Home Assistant discovery is published over MQTT: it needs mqtt.enabled",
+                            "homeassistant", "enabled")
+        return self
 
     def enabled_cameras(self) -> dict[str, CameraConfig]:
         """The cameras to run, by name."""

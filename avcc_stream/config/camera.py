@@ -22,8 +22,12 @@ ZoneName = Annotated[str, AfterValidator(check_zone_name)]
 
 
 class ReconnectSettings(StrictModel):
-    initial_s: float = Field(default=1.0, gt=0, title="First delay before reconnecting")
-    max_s: float = Field(default=30.0, gt=0, title="Cap of the doubling delay")
+    """Capped exponential backoff with jitter. The cap also bounds how long a camera that
+    comes back after a long outage waits to be found: with the defaults it counts again
+    within 5 s of being readable (the backoff restarts from `initial_s` once it streamed)."""
+
+    initial_s: float = Field(default=0.5, gt=0, title="First delay before reconnecting")
+    max_s: float = Field(default=2.0, gt=0, title="Cap of the doubling delay")
     jitter: float = Field(
         default=0.2, ge=0, le=1, title="Random spread of each delay, as a fraction of it"
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from avcc_stream.config.common import Credentials, TlsSettings
+from avcc_stream.config.common import Credentials, RuleError, TlsSettings
 
 KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*$")
 
@@ -35,7 +35,19 @@ class RedisSettings(Credentials):
         default=2.0, gt=0, le=300, title="How long one command may take before the server counts as down"
     )
     connect_timeout_s: float = Field(default=2.0, gt=0, le=300, title="Connect timeout")
+    reconnect_min_s: float = Field(default=1.0, gt=0, title="First retry delay while Redis is down")
+    reconnect_max_s: float = Field(default=30.0, gt=0, title="Retry delay cap (doubles up to it, with jitter)")
     tls: TlsSettings = Field(default_factory=TlsSettings, title="TLS")
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> RedisSettings:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise RuleError(
+                f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s "
+                f"({self.reconnect_min_s})",
+                "reconnect_max_s",
+            )
+        return self
 
     @field_validator("key_prefix")
     @classmethod
