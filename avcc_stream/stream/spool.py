@@ -188,8 +188,14 @@ class SpoolFile:
 
     def _take_lock(self):
         """One process per spool: two daemons replaying one file would double every record."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_file = open(self.path.with_name(self.path.name + ".lock"), "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock_file = open(self.path.with_name(self.path.name + ".lock"), "a+")
+        except OSError as exc:
+            raise SpoolError(
+                f"cannot create spool {str(self.path)!r}: {exc.strerror or exc} (is the state "
+                "directory writable by the daemon? see state_dir in the config)"
+            ) from None
         try:
             fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -13,13 +13,19 @@ an empty retained message on the same topic removes the sensor (`removal_message
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from avcc_stream import __version__
 from avcc_stream.security import validate_camera_name
+from avcc_stream.stream.publish.base import PublishError, PublisherUnavailable
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_DISCOVERY_PREFIX = "homeassistant"
 SENSORS = ("people", "status", "alert")
@@ -124,3 +130,56 @@ def _sensor_configs(
             availability_mode="all",
         ),
     }
+
+
+class DiscoveryAnnouncer:
+    """Keeps Home Assistant's retained sensor configs in line with the running cameras.
+
+    It announces every camera after each MQTT (re)connection (a broker without persistence
+    forgets retained messages when it restarts) and, on a config reload, removes the sensors
+    of cameras taken out of the config. A discovery message that cannot be sent now (broker
+    down) is not spooled: the next connection announces everything again.
+    """
+
+    def __init__(self, mqtt: Any, cameras: Iterable[str], discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX) -> None:
+        from avcc_stream.stream.publish.mqtt import availability_topic
+
+        self.mqtt = mqtt  # MqttPublisher (publish_raw, add_connect_listener, settings)
+        self.cameras = list(cameras)
+        self.discovery_prefix = discovery_prefix
+        self.enabled = True
+        self.node_id = node_id_for(mqtt.settings.client_id)
+        self._availability = availability_topic(mqtt.settings)
+        self.sent = 0  # messages the broker acknowledged
+        mqtt.add_connect_listener(self.announce)
+
+    async def announce(self) -> None:
+        if self.enabled:
+            await self._send(discovery_messages(
+                self.cameras, topic_prefix=self.mqtt.settings.topic_prefix, availability_topic=self._availability,
+                node_id=self.node_id, discovery_prefix=self.discovery_prefix,
+            ))
+
+    async def update(self, cameras: Iterable[str], discovery_prefix: str, enabled: bool = True) -> None:
+        """After a reload: remove what is gone (or everything, when disabled or moved), announce the rest."""
+        cameras = list(cameras)
+        if not enabled or discovery_prefix != self.discovery_prefix:
+            gone = list(self.cameras)
+        else:
+            gone = [camera for camera in self.cameras if camera not in cameras]
+        if self.enabled and gone:
+            await self._send(removal_messages(gone, node_id=self.node_id, discovery_prefix=self.discovery_prefix))
+        self.cameras, self.discovery_prefix, self.enabled = cameras, discovery_prefix, enabled
+        await self.announce()
+
+    async def _send(self, messages: list[DiscoveryMessage]) -> None:
+        for message in messages:
+            body = b"" if message.payload is None else json.dumps(message.payload, separators=(",", ":")).encode()
+            try:
+                await self.mqtt.publish_raw(message.topic, body, retain=message.retain)
+            except (PublisherUnavailable, PublishError) as exc:
+                log.warning(
+                    "homeassistant_discovery_not_sent", topic=message.topic, error=str(exc),
+                    retry="on the next MQTT connection")
+                return
+            self.sent += 1

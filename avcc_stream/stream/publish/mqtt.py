@@ -1,7 +1,9 @@
 """MQTT publisher (paho-mqtt 2.x): `<prefix>/<camera>/<kind>`, QoS 1 by default.
 
-paho's network loop runs in its own thread (`loop_start`) and reconnects by itself with a
-capped backoff. The asyncio side never waits on paho: `publish` registers a future per message
+paho's network loop runs in its own thread (`loop_start`) and reconnects by itself; we set
+each wait ourselves (capped exponential backoff with jitter, `reconnect_min_s` doubling to
+`reconnect_max_s`), since paho's own backoff has no jitter and every daemon of a venue would
+reconnect at once after a broker restart. The asyncio side never waits on paho: `publish` registers a future per message
 id, paho's `on_publish` (PUBACK received) resolves it through `call_soon_threadsafe`, and the
 coroutine awaits it with a timeout. When the connection drops, every pending future fails at
 once, so a caller learns of an outage within `publish_timeout_s` at worst.
@@ -9,6 +11,9 @@ once, so a caller learns of an outage within `publish_timeout_s` at worst.
 A message in flight when the connection drops may still be delivered by paho after the
 reconnect, in addition to the caller's retry: such duplicates are what QoS 1 allows, and the
 payload's `id` identifies them.
+
+`publish_raw` publishes any topic with the same acknowledgement (Home Assistant discovery);
+`add_connect_listener` callbacks run on the event loop after every (re)connection.
 
 Availability: `<prefix>/daemon/<client_id>/availability` is "online" (retained) while connected;
 the broker publishes the last will "offline" (retained) if the daemon dies, and `close()`
@@ -21,6 +26,7 @@ import asyncio
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -32,6 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from avcc_stream.config.mqtt import MqttSettings
 from avcc_stream.security import validate_camera_name
+from avcc_stream.stream.backoff import ExponentialBackoff
 from avcc_stream.stream.publish.base import PublishError, PublisherUnavailable, payload_json
 from avcc_stream.stream.types import OutboundRecord
 
@@ -61,8 +68,14 @@ def _reason_text(reason: Any) -> str:
 class MqttPublisher:
     name = "mqtt"
 
-    def __init__(self, settings: MqttSettings) -> None:
+    def __init__(self, settings: MqttSettings, *, on_reconnect: Callable[[], None] | None = None) -> None:
+        """`on_reconnect` is called (from paho's thread) before each reconnection attempt."""
         self.settings = settings
+        self._on_reconnect = on_reconnect
+        # Used from paho's thread only (its callbacks), never from the loop.
+        self._backoff = ExponentialBackoff(settings.reconnect_min_s, settings.reconnect_max_s)
+        self._connect_listeners: list[Callable[[], Any]] = []
+        self._closing = False
         self._client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
@@ -104,7 +117,8 @@ class MqttPublisher:
             )
             client.tls_insecure_set(s.tls.insecure)
         client.will_set(availability_topic(s), OFFLINE, qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)  # type: ignore[arg-type]
+        first = self.settings.reconnect_min_s
+        client.reconnect_delay_set(min_delay=first, max_delay=first)  # type: ignore[arg-type]
         client.max_queued_messages_set(MAX_QUEUED_MESSAGES)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -131,6 +145,9 @@ class MqttPublisher:
         except asyncio.TimeoutError:
             pass
         if not self._connected and self._refused is None:
+            # paho does not say why a connection failed; ask the network ourselves, so the
+            # log names the cause (refused, timed out, an untrusted TLS certificate...).
+            self.last_error = await asyncio.to_thread(self._diagnose_connect_failure)
             log.warning("mqtt broker unreachable; retrying in the background",
                         publisher=self.name, host=s.host, port=s.port, error=self.last_error)
             return
@@ -141,10 +158,34 @@ class MqttPublisher:
         log.info("mqtt connected", publisher=self.name, host=s.host, port=s.port,
                  protocol=s.protocol, qos=s.qos, tls=s.tls.enabled, client_id=s.client_id)
 
+    def _diagnose_connect_failure(self) -> str:
+        """Why a TCP (+ TLS) connection to the broker fails right now, in a few words."""
+        import socket
+
+        s = self.settings
+        try:
+            with socket.create_connection((s.host, s.port), timeout=s.connect_timeout_s) as sock:
+                if not s.tls.enabled:
+                    return "cannot reach the broker (TCP connects; no MQTT answer)"
+                context = ssl.create_default_context(cafile=str(s.tls.ca_file) if s.tls.ca_file else None)
+                if s.tls.insecure:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                if s.tls.cert_file and s.tls.key_file:
+                    context.load_cert_chain(str(s.tls.cert_file), str(s.tls.key_file))
+                with context.wrap_socket(sock, server_hostname=s.host):
+                    return "cannot reach the broker (TLS handshake succeeds; no MQTT answer)"
+        except ssl.SSLError as exc:
+            return f"TLS handshake failed: {exc.reason or exc}" + (
+                f" ({exc.verify_message})" if getattr(exc, "verify_message", None) else "")
+        except OSError as exc:
+            return f"cannot reach the broker: {exc.strerror or exc}"
+
     async def close(self) -> None:
         client = self._client
         if client is None:
             return
+        self._closing = True
         if self._connected:
             try:
                 info = client.publish(availability_topic(self.settings), OFFLINE, qos=1, retain=True)
@@ -164,23 +205,28 @@ class MqttPublisher:
     # --- publishing ------------------------------------------------------------------------
 
     async def publish(self, record: OutboundRecord) -> None:
+        properties = None
+        if self.settings.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.ContentType = "application/json"
+            properties.UserProperty = [("id", record.record_id)]
+        await self.publish_raw(record_topic(self.settings, record), payload_json(record),
+                               retain=record.retain, properties=properties)
+
+    async def publish_raw(self, topic: str, payload: bytes | str, *, retain: bool = False,
+                          properties: Properties | None = None) -> None:
+        """Publish any message at the configured QoS; returns once the broker acknowledged
+        it (QoS >= 1), raises PublisherUnavailable like `publish`."""
         client = self._client
         if client is None:
             raise PublisherUnavailable("MQTT publisher is not started")
         if not self._connected:
             raise PublisherUnavailable(f"MQTT broker {self.settings.host}:{self.settings.port} is not connected"
                                        + (f" ({self.last_error})" if self.last_error else ""))
-        topic = record_topic(self.settings, record)
-        body = payload_json(record)
         qos = self.settings.qos
-        properties = None
-        if self.settings.protocol == "5":
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.ContentType = "application/json"
-            properties.UserProperty = [("id", record.record_id)]
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
-        info = client.publish(topic, body, qos=qos, retain=record.retain, properties=properties)
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise PublisherUnavailable(f"MQTT publish to {topic} failed: {paho.error_string(info.rc)}")
         if qos == 0:
@@ -203,6 +249,17 @@ class MqttPublisher:
             with self._lock:
                 self._pending.pop(info.mid, None)
 
+    def add_connect_listener(self, callback: Callable[[], Any]) -> None:
+        """Call `callback()` on the event loop after every successful (re)connection; a
+        coroutine function's coroutine is run as a task (e.g. re-announcing discovery)."""
+        self._connect_listeners.append(callback)
+
+    def _connected_on_loop(self) -> None:
+        for callback in self._connect_listeners:
+            outcome = callback()
+            if asyncio.iscoroutine(outcome):
+                asyncio.ensure_future(outcome)
+
     # --- paho callbacks (paho's thread) ------------------------------------------------------
 
     def _to_loop(self, callback: Any, *args: Any) -> None:
@@ -215,15 +272,21 @@ class MqttPublisher:
             self._refused = self.last_error = f"connection refused: {_reason_text(reason)}"
             log.error("mqtt connection refused", publisher=self.name, reason=_reason_text(reason))
         else:
+            reconnected = self.last_error is not None and self._first_answer is not None and self._first_answer.is_set()
             self._refused = self.last_error = None
             self._connected = True
+            self._backoff.reset()
             # Retained, so every subscriber (and Home Assistant) sees the daemon as available.
             client.publish(availability_topic(self.settings), ONLINE, qos=1, retain=True)
+            if reconnected:
+                log.info("mqtt reconnected", publisher=self.name, host=self.settings.host, port=self.settings.port)
+            self._to_loop(self._connected_on_loop)
         if self._first_answer is not None:
             self._to_loop(self._first_answer.set)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self.last_error = "cannot reach the broker"
+        self._schedule_reconnect(client)
         if self._first_answer is not None:
             self._to_loop(self._first_answer.set)  # start() need not wait out its timeout
 
@@ -232,7 +295,18 @@ class MqttPublisher:
         if was_connected:
             self.last_error = f"disconnected: {_reason_text(reason)}"
             log.warning("mqtt disconnected; reconnecting", publisher=self.name, reason=_reason_text(reason))
+        self._schedule_reconnect(client)
         self._to_loop(self._fail_pending, f"MQTT connection lost ({_reason_text(reason)})")
+
+    def _schedule_reconnect(self, client: paho.Client) -> None:
+        """Set paho's next reconnect wait to our jittered backoff (paho reads it right after
+        its connect-failure and disconnect callbacks)."""
+        if self._closing:
+            return  # our own clean disconnect: paho will not reconnect
+        delay = self._backoff.next_delay()
+        client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        if self._on_reconnect is not None:
+            self._on_reconnect()
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any) -> None:
         now = time.monotonic()

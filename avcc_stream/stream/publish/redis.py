@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
@@ -57,9 +58,13 @@ def _fields(payload: dict[str, Any]) -> dict[str, str]:
 class RedisPublisher:
     name = "redis"
 
-    def __init__(self, settings: RedisSettings, client: aioredis.Redis | None = None) -> None:
-        """`client` replaces the connection built from settings (tests pass fakeredis)."""
+    def __init__(self, settings: RedisSettings, client: aioredis.Redis | None = None, *,
+                 on_reconnect: Callable[[], None] | None = None) -> None:
+        """`client` replaces the connection built from settings (tests pass fakeredis);
+        `on_reconnect` is called before each attempt to reach a server that was down."""
         self.settings = settings
+        self._on_reconnect = on_reconnect
+        self._down = False  # the last call found the server unreachable
         self._client = client
         self._owns_client = client is None
         self.backend: Backend | None = None
@@ -145,6 +150,8 @@ class RedisPublisher:
 
     async def _call(self, operation: Any) -> Any:
         """Run one Redis operation; map "server down" to PublisherUnavailable."""
+        if self._down and self._on_reconnect is not None:
+            self._on_reconnect()
         try:
             result = await operation
         except AuthenticationError as exc:
@@ -153,6 +160,7 @@ class RedisPublisher:
             raise PublishError(f"Redis {self.settings.host}:{self.settings.port} refused the credentials: {exc}") from exc
         except (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError) as exc:
             self._connected = False
+            self._down = True
             raise PublisherUnavailable(
                 f"Redis {self.settings.host}:{self.settings.port} unavailable: {exc}") from exc
         except ResponseError as exc:
@@ -162,7 +170,11 @@ class RedisPublisher:
             raise PublishError(f"Redis refused the command: {exc}") from exc
         except RedisError as exc:
             self._connected = False
+            self._down = True
             raise PublisherUnavailable(f"Redis error: {exc}") from exc
+        if self._down:
+            self._down = False
+            log.info("redis reconnected", publisher=self.name, host=self.settings.host, port=self.settings.port)
         self._connected = True
         return result
 

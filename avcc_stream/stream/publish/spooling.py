@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 # What means "not now, try later". OSError covers TimeoutError and socket errors from an
 # inner publisher that lets them escape instead of wrapping them.
 TRANSIENT_ERRORS = (PublisherUnavailable, OSError)
+RECONNECT_POLL_S = 0.1  # how often a backoff pause checks whether the output came back
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,18 @@ class SpoolingPublisher:
             error=str(exc) or type(exc).__name__, retry_in_s=round(delay, 2),
             backlog=self.spool.depth,
         )
-        await asyncio.sleep(delay)
+        await self._sleep_unless_reconnected(delay)
+
+    async def _sleep_unless_reconnected(self, delay: float) -> None:
+        """Wait out the backoff, but stop as soon as an output that was disconnected says it
+        is connected again (MQTT: paho reconnected by itself), so the backlog starts draining
+        at once instead of up to a whole backoff period later."""
+        was_connected = self.connected
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not was_connected and self.connected:
+                return
+            await asyncio.sleep(min(RECONNECT_POLL_S, remaining))
 
     def _log_caught_up(self) -> None:
         outage_s = None
