@@ -384,9 +384,11 @@ class ObservabilityServer:
         return self
 
     def close(self) -> None:
-        self._server.shutdown()
+        """Stop serving and release the port (also for a server never started)."""
+        if self._thread.is_alive():
+            self._server.shutdown()  # waits for serve_forever, which only a started server runs
+            self._thread.join(timeout=5)
         self._server.server_close()
-        self._thread.join(timeout=5)
 
     @property
     def url(self) -> str:

@@ -202,6 +202,14 @@ def test_a_busy_port_is_a_clear_error() -> None:
             ObservabilityServer(Metrics(), port=first.port)
 
 
+def test_a_server_that_never_started_closes_at_once_and_frees_its_port() -> None:
+    # The daemon binds the port first (a busy port fails fast) and closes it again if the
+    # model then fails to load: closing must not wait for a serve loop that never ran.
+    server = ObservabilityServer(Metrics(), port=0)
+    server.close()
+    ObservabilityServer(Metrics(), port=server.port).close()
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("127.0.0.1:9464", ("127.0.0.1", 9464)), ("9100", ("127.0.0.1", 9100)),

@@ -1,4 +1,4 @@
-"""`avcc-stream` subcommands of the stream area: run, check-config, demo."""
+"""`avcc-stream` subcommands of the stream area: run and demo (check-config is the config area's)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this area's subcommands to the top-level parser."""
     run = subparsers.add_parser(
         "run", help="run the counting daemon (cameras in, counts/hotspots/alerts out to MQTT and Redis)",
-        description="Run the daemon until SIGTERM/SIGINT (then it drains in-flight windows and exits 0).",
+        description="Run the daemon until SIGTERM/SIGINT (then it drains in-flight windows and exits 0). "
+                    "SIGHUP re-reads the config; an invalid one is rejected and the running one kept.",
     )
     run.add_argument("--config", required=True, metavar="FILE", help="YAML config (see configs/example.yaml)")
     run.set_defaults(func=_run)
 
-    check = subparsers.add_parser("check-config", help="validate a config file and exit (2 on errors)")
-    check.add_argument("file", metavar="FILE")
-    check.set_defaults(func=_check_config)
+    # check-config is avcc_stream/config/cli.py's.
 
     demo = subparsers.add_parser(
         "demo", help="the whole product on this machine: synthetic camera -> daemon -> MQTT + Redis",
@@ -40,32 +39,30 @@ def _load(path: str) -> Any:
         raise CommandError(f"invalid config:\n{exc}") from None
 
 
-def _check_config(args: argparse.Namespace) -> int:
-    app = _load(args.file)
-    cameras = app.enabled_cameras()
-    print(f"OK: {args.file} ({len(cameras)} camera(s) enabled: {', '.join(cameras) or 'none'})")
-    return 0
-
-
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
     from avcc_stream.cli import CommandError
     from avcc_stream.model.checkpoint import CheckpointError
-    from avcc_stream.stream.daemon import configure_logging, daemon_from_config, run_daemon
-    from avcc_stream.stream.publish import PublishError, publishers_from_config
+    from avcc_stream.stream.daemon import configure_logging
+    from avcc_stream.stream.publish import PublishError
+    from avcc_stream.stream.service import Service
+    from avcc_stream.stream.spool import SpoolError
 
     app = _load(args.config)
     if not app.enabled_cameras():
         raise CommandError(f"{args.config}: no camera is enabled: add one under cameras:")
     configure_logging(app.logging.level, app.logging.format)
     try:
-        daemon = daemon_from_config(app, publishers_from_config(app))
+        service = Service.from_config(args.config, app)
     except (CheckpointError, ValueError, RuntimeError) as exc:
         raise CommandError(f"cannot load the model: {exc}") from None
+    except OSError as exc:  # the metrics address is taken or not ours
+        raise CommandError(f"{exc.strerror or exc} (metrics.listen in {args.config}; "
+                           "or metrics.enabled: false)") from None
     try:
-        asyncio.run(run_daemon(daemon))
-    except PublishError as exc:
+        asyncio.run(service.run())
+    except (PublishError, SpoolError) as exc:
         raise CommandError(str(exc)) from None
     return 0
 

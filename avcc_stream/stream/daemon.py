@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +49,10 @@ from avcc_stream.stream.types import AudioVisualWindow, CountResult, OutboundRec
 log = structlog.get_logger("avcc_stream.daemon")
 
 SHUTDOWN_BUDGET_S = 8.0  # SIGTERM -> exit, leaving room under systemd's and the tests' 10 s
+# A camera that stays down is retried every couple of seconds for months: its first attempts
+# are reported (status record + warning), then only a change of reason or one a minute.
+REPORTED_RETRIES = 3
+RETRY_REPORT_EVERY_S = 60.0
 SOURCE_QUEUE_ITEMS = 512  # ~7 s of 25 fps video + 48 kHz AAC per camera
 OUTBOX_RECORDS = 1024
 STATS_EVERY_WINDOWS = 60  # a camera_stats log line (A/V skew, gaps, decode fps) per minute
@@ -64,13 +67,25 @@ def _ensure_camera(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+class _CurrentStderr:
+    """Whatever `sys.stderr` is when a line is written, not when logging was configured (a
+    test harness may have swapped it and closed the old one since)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
     """structlog: one JSON object per line (or console text) with `camera` on every line.
 
     Libraries that log through the standard `logging` module, and Python warnings, are
     rendered the same way, so the journal never holds a line a log collector cannot parse.
+    Calling it again (a config reload) replaces the previous set-up.
     """
-    stream = stream or sys.stderr
+    stream = stream or _CurrentStderr()
     renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -102,8 +117,12 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
 
 @dataclass(frozen=True)
 class ReconnectPolicy:
-    initial_s: float = 1.0
-    max_s: float = 30.0
+    """Capped exponential backoff with jitter. The cap bounds how late a camera that comes
+    back after a long outage is found: max_s 2 s -> counting again within ~4 s (see
+    docs/streaming.md); the backoff restarts from initial_s after a connection that streamed."""
+
+    initial_s: float = 0.5
+    max_s: float = 2.0
     jitter: float = 0.2
 
 
@@ -142,6 +161,7 @@ class CameraRunner:
         self._aligner: WindowAligner | None = None
         self._frames = 0
         self._session_started = time.monotonic()
+        self._last_report: tuple[str, str, float] | None = None  # state, reason, monotonic time
 
     def stop(self) -> None:
         """Ask the runner to finish: the current connection's complete windows are still counted."""
@@ -162,10 +182,22 @@ class CameraRunner:
                 return
             delay = self.backoff.next_delay()
             self.daemon.count_reconnect(self.spec.name)
+            self._report_retry(state, reason, delay)
+            await self._sleep(delay)
+
+    def _report_retry(self, state: CameraState, reason: str, delay: float) -> None:
+        """Status record and warning for the first retries, a new reason, or once a minute."""
+        now = time.monotonic()
+        last = self._last_report
+        if (last is None or (last[0], last[1]) != (state, reason) or self.backoff.failures <= REPORTED_RETRIES
+                or now - last[2] >= RETRY_REPORT_EVERY_S):
+            self._last_report = (state, reason, now)
             self._set_state(state, reason, attempt=self.attempts, retry_in_s=round(delay, 2))
             self.log.warning("camera_reconnecting", state=state, reason=reason, attempt=self.attempts,
                              retry_in_s=round(delay, 2))
-            await self._sleep(delay)
+        else:
+            self.log.debug("camera_reconnecting", state=state, reason=reason, attempt=self.attempts,
+                           retry_in_s=round(delay, 2))
 
     async def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -240,6 +272,7 @@ class CameraRunner:
             self.log.warning("camera_without_audio_using_vision_only_model", model=self.daemon.vision_model_name)
 
     def _went_online(self, info: StreamInfo | None) -> None:
+        self._last_report = None
         details: dict[str, Any] = {"source": self.spec.label}
         if info is not None:
             details.update(audio=info.has_audio, video_codec=info.video_codec, audio_codec=info.audio_codec)
@@ -309,9 +342,10 @@ class Daemon:
         self.runners: dict[str, CameraRunner] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: asyncio.Queue[CountResult | OutboundRecord | None] | None = None
-        self._stop_event: asyncio.Event | None = None
+        self._stop_event = asyncio.Event()  # stop() before run() has started still counts
         self._pool: InferencePool | None = None
         self._camera_tasks: dict[str, asyncio.Task[None]] = {}
+        self.started = asyncio.Event()  # set once the outputs and every camera are started
 
     # ---------------------------------------------------------------- public
 
@@ -323,17 +357,12 @@ class Daemon:
 
     def stop(self) -> None:
         """Begin a clean shutdown (safe to call from a signal handler on the loop)."""
-        if self._stop_event is not None:
-            self._stop_event.set()
+        self._stop_event.set()
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
         self._outbox = asyncio.Queue(OUTBOX_RECORDS)
-        for publisher in self.publishers:
-            await publisher.start()  # PublishError (refused credentials) is fatal: let it rise
-            if self.metrics is not None:
-                self.metrics.health.track_output(publisher)
+        await self._start_outputs()
         self._pool = InferencePool(
             self.models, self.infer_config, self._result_from_worker, on_drop=self._window_dropped,
             on_batch=self._batch_done, on_error=self._batch_failed, amp=self.amp,
@@ -345,25 +374,50 @@ class Daemon:
         log.info("daemon_started", cameras=[s.name for s in self.specs], devices=[m.device for m in self.models],
                  model=self.models[0].primary.name, fallback=self.vision_model_name,
                  outputs=[p.name for p in self.publishers], max_batch=self.infer_config.max_batch)
+        self.started.set()
         await self._stop_event.wait()
         await self._shutdown(self._camera_tasks, publish_task)
+
+    async def _start_outputs(self) -> None:
+        """Start every output; if one refuses for good (PublishError: bad credentials), close
+        the ones already started (releasing their spools and threads) and let it rise."""
+        started: list[Publisher] = []
+        try:
+            for publisher in self.publishers:
+                await publisher.start()
+                started.append(publisher)
+                if self.metrics is not None:
+                    self.metrics.health.track_output(publisher)
+        except BaseException:
+            for publisher in started:
+                with contextlib.suppress(Exception):
+                    await publisher.close()
+            raise
 
     def start_camera(self, spec: CameraSpec) -> None:
         """Add a camera to a running daemon (e.g. after a config reload)."""
         if spec.name in self.runners:
             raise ValueError(f"camera {spec.name!r} is already running")
         runner = self.runners[spec.name] = CameraRunner(spec, self)
+        if self.metrics is not None:
+            self.metrics.health.set_camera(spec.name, "starting")
         self._camera_tasks[spec.name] = asyncio.create_task(self._supervise(runner), name=f"camera-{spec.name}")
 
-    async def stop_camera(self, name: str, timeout: float = 5.0) -> None:
-        """Stop one camera (its cut windows are still counted); the others are not touched."""
+    async def stop_camera(self, name: str, timeout: float = 5.0, *, reason: str | None = None,
+                          forget: bool = True) -> None:
+        """Stop one camera (its cut windows are still counted); the others are not touched.
+
+        `reason`: publish a last "offline" status saying why (e.g. removed from the config).
+        `forget`: drop its metrics and health entry (False when it restarts at once)."""
         runner = self.runners.pop(name)
         task = self._camera_tasks.pop(name)
         runner.stop()
         _, late = await asyncio.wait({task}, timeout=timeout)
         for pending in late:
             pending.cancel()
-        if self.metrics is not None:
+        if reason is not None:
+            self.emit_status(name, "offline", reason)
+        if forget and self.metrics is not None:
             self.metrics.forget_camera(name)
 
     async def _supervise(self, runner: CameraRunner) -> None:
@@ -526,37 +580,39 @@ class Daemon:
 # from the config file
 
 
-def camera_specs(app: Any) -> list[CameraSpec]:
-    """The enabled cameras of an AppConfig as CameraSpecs."""
+def camera_spec(name: str, camera: Any) -> CameraSpec:
+    """One camera's CameraSpec from its (effective) CameraConfig."""
     from functools import partial
 
     from avcc_stream.stream.sources import build_source
 
-    specs = []
-    for name, camera in app.enabled_cameras().items():
-        factory = partial(
-            build_source,
-            url=camera.url,
-            file=camera.file,
-            loop=camera.loop,
-            transport=camera.transport,
-            open_timeout_s=camera.open_timeout_s,
-            read_timeout_s=camera.read_timeout_s,
-            audio=camera.audio == "auto",
-            microphone=camera.microphone,
-            label=camera.source_label,
-        )
-        specs.append(CameraSpec(
-            name=name,
-            source_factory=factory,
-            label=camera.source_label,
-            watchdog_s=camera.watchdog_s,
-            open_timeout_s=camera.open_timeout_s,
-            reconnect=ReconnectPolicy(camera.reconnect.initial_s, camera.reconnect.max_s, camera.reconnect.jitter),
-            align=AlignConfig(frame_position=camera.align.frame_position, max_audio_wait_s=camera.align.max_audio_wait_s),
-            retry_after_end=camera.file is None or camera.loop,
-        ))
-    return specs
+    factory = partial(
+        build_source,
+        url=camera.url,
+        file=camera.file,
+        loop=camera.loop,
+        transport=camera.transport,
+        open_timeout_s=camera.open_timeout_s,
+        read_timeout_s=camera.read_timeout_s,
+        audio=camera.audio == "auto",
+        microphone=camera.microphone,
+        label=camera.source_label,
+    )
+    return CameraSpec(
+        name=name,
+        source_factory=factory,
+        label=camera.source_label,
+        watchdog_s=camera.watchdog_s,
+        open_timeout_s=camera.open_timeout_s,
+        reconnect=ReconnectPolicy(camera.reconnect.initial_s, camera.reconnect.max_s, camera.reconnect.jitter),
+        align=AlignConfig(frame_position=camera.align.frame_position, max_audio_wait_s=camera.align.max_audio_wait_s),
+        retry_after_end=camera.file is None or camera.loop,
+    )
+
+
+def camera_specs(app: Any) -> list[CameraSpec]:
+    """The enabled cameras of an AppConfig as CameraSpecs."""
+    return [camera_spec(name, camera) for name, camera in app.enabled_cameras().items()]
 
 
 def daemon_from_config(app: Any, publishers: Sequence[Publisher], *, metrics: Any = None,
@@ -578,16 +634,3 @@ def daemon_from_config(app: Any, publishers: Sequence[Publisher], *, metrics: An
         alerts=AlertEngine(app.enabled_cameras()), hotspots=app.hotspots.enabled, top_k=app.hotspots.top_k,
         metrics=metrics,
     )
-
-
-async def run_daemon(daemon: Daemon) -> None:
-    """Run until SIGTERM or SIGINT, then shut down cleanly."""
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, daemon.stop)
-    try:
-        await daemon.run()
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(signum)

@@ -42,9 +42,21 @@ class RtspServer:
     process: subprocess.Popen
     port: int
     mounts: dict[str, str] = field(default_factory=dict)
+    size: tuple[int, int] = (320, 180)
 
     def url(self, mount: str) -> str:
         return f"rtsp://127.0.0.1:{self.port}/{mount.strip('/')}"
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes without a goodbye (clients see a dead connection)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+    def restarted(self) -> RtspServer:
+        """A new server with the same mounts on the same port (this one stopped first)."""
+        self.stop()
+        return start_rtsp_server(self.mounts, width=self.size[0], height=self.size[1], port=self.port)
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
@@ -69,17 +81,20 @@ def start_rtsp_server(
     *,
     width: int = 320,
     height: int = 180,
+    port: int = 0,
     startup_timeout: float = 15.0,
     stderr: int | None = subprocess.DEVNULL,
 ) -> RtspServer:
-    """Start a gst-rtsp-server child serving `mounts` ({"cam1": "file:/x.mp4", "cam2": "test"}).
+    """Start a gst-rtsp-server child serving `mounts` ({"cam1": "file:/x.mp4", "cam2": "test"})
+    on `port` (0: a free one).
 
     Returns once the server listens; raises RuntimeError with the child's message otherwise.
     """
     if not Path(SYSTEM_PYTHON).exists():
         raise RuntimeError(f"{SYSTEM_PYTHON} not found: the RTSP server needs the system python3-gi")
     # -I: isolated, so this directory (with its own types.py) does not shadow the stdlib.
-    args = [SYSTEM_PYTHON, "-I", "-u", str(Path(__file__).resolve()), "--width", str(width), "--height", str(height)]
+    args = [SYSTEM_PYTHON, "-I", "-u", str(Path(__file__).resolve()), "--width", str(width), "--height", str(height),
+            "--port", str(port)]
     for mount, source in mounts.items():
         args += ["--mount", f"{mount.strip('/')}={source}"]
     process = subprocess.Popen(
@@ -95,7 +110,7 @@ def start_rtsp_server(
                 break
             lines.append(line.rstrip())
             if line.startswith(READY_PREFIX):
-                return RtspServer(process, int(line[len(READY_PREFIX):]), dict(mounts))
+                return RtspServer(process, int(line[len(READY_PREFIX):]), dict(mounts), (width, height))
         elif process.poll() is not None:
             break
     process.kill()

@@ -245,10 +245,16 @@ class WorkerThreadSource:
         raise NotImplementedError
 
 
+class UnusableInputError(RuntimeError):
+    """The input opened but cannot be counted (e.g. it has no video); the message says why."""
+
+
 def describe_error(exc: BaseException) -> str:
     """A short, credential-free reason for a status message."""
     import av
 
+    if isinstance(exc, UnusableInputError):
+        return str(exc)
     if isinstance(exc, TimeoutError) or isinstance(exc, av.error.ExitError):
         return "timed out"
     if isinstance(exc, av.error.ConnectionRefusedError):
@@ -259,6 +265,8 @@ def describe_error(exc: BaseException) -> str:
         return "not authorised"
     if isinstance(exc, av.error.FileNotFoundError):
         return "no such file"
+    if isinstance(exc, av.error.InvalidDataError):
+        return "not a playable stream (corrupt, truncated or not audio/video): invalid data"
     if isinstance(exc, av.FFmpegError):
         # FFmpeg messages name the error, not the URL (filename is a separate attribute).
         return f"{type(exc).__name__}: {exc.strerror or exc}".rstrip()
@@ -339,7 +347,8 @@ class AVSource(WorkerThreadSource):
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if (self.with_audio and container.streams.audio) else None
         if video is None:
-            raise RuntimeError("the input has no video stream")
+            kinds = ", ".join(sorted({stream.type for stream in container.streams})) or "no streams"
+            raise UnusableInputError(f"no video stream (the input has {kinds}): a camera needs video")
         video.thread_type = "SLICE"  # measured: less CPU than frame threads, no added delay
         if self.video_decode == "keyframes":
             video.codec_context.skip_frame = "NONKEY"

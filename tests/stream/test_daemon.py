@@ -125,7 +125,7 @@ def test_check_config_says_ok_or_names_file_line_and_key(tmp_path: Path, capsys:
     good = tmp_path / "good.yaml"
     good.write_text("cameras:\n  gate: {url: rtsp://127.0.0.1:8554/gate}\n")
     assert main(["check-config", str(good)]) == 0
-    assert capsys.readouterr().out.startswith(f"OK: {good} (1 camera(s) enabled: gate)")
+    assert capsys.readouterr().out.startswith(f"{good}: valid; 1 of 1 cameras enabled")
     bad = tmp_path / "bad.yaml"
     bad.write_text("cameras:\n  gate:\n    url: rtsp://127.0.0.1:8554/gate\n    watchdog_s: soon\n")
     assert main(["check-config", str(bad)]) == 2
@@ -142,7 +142,8 @@ def test_run_refuses_a_config_without_cameras_or_without_a_usable_checkpoint(tmp
     assert "no camera is enabled" in capsys.readouterr().err
     missing = tmp_path / "missing.yaml"
     missing.write_text(f"model: {{checkpoint: {tmp_path / 'nope.safetensors'}, device: cpu}}\n"
-                       "mqtt: {enabled: false}\ncameras:\n  gate: {url: rtsp://127.0.0.1:1/gate}\n")
+                       "mqtt: {enabled: false}\nmetrics: {listen: \"127.0.0.1:0\"}\n"
+                       "cameras:\n  gate: {url: rtsp://127.0.0.1:1/gate}\n")
     assert main(["run", "--config", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "cannot load the model" in err and "nope.safetensors: no such checkpoint file" in err
