@@ -48,6 +48,11 @@ def check_config(args: argparse.Namespace) -> int:
     if app.console.enabled:
         outputs.append(f"console {app.console.path or 'stdout'}")
     print(f"  outputs: {'; '.join(outputs) or 'none enabled'}")
+    spool = app.spool
+    print(f"  state: {app.state_dir} (spool per output: {spool.max_records} records, {spool.max_bytes} bytes, "
+          f"oldest dropped past either; synchronous {spool.synchronous})")
+    print(f"  metrics: {'http://' + app.metrics.listen + '/metrics and /healthz' if app.metrics.enabled else 'off'}"
+          f"{'; Home Assistant discovery under ' + app.homeassistant.discovery_prefix if app.homeassistant.enabled else ''}")
     print(f"  model: {app.model.checkpoint} (fallback {app.model.fallback_checkpoint}) on {', '.join(app.model.devices)}")
     if args.print_config:
         from avcc_stream.security import redact_url

@@ -162,6 +162,7 @@ class CameraRunner:
         self._frames = 0
         self._session_started = time.monotonic()
         self._last_report: tuple[str, str, float] | None = None  # state, reason, monotonic time
+        self._quiet = False  # this retry was not reported: its connection attempt logs at debug
 
     def stop(self) -> None:
         """Ask the runner to finish: the current connection's complete windows are still counted."""
@@ -192,10 +193,12 @@ class CameraRunner:
         if (last is None or (last[0], last[1]) != (state, reason) or self.backoff.failures <= REPORTED_RETRIES
                 or now - last[2] >= RETRY_REPORT_EVERY_S):
             self._last_report = (state, reason, now)
+            self._quiet = False
             self._set_state(state, reason, attempt=self.attempts, retry_in_s=round(delay, 2))
             self.log.warning("camera_reconnecting", state=state, reason=reason, attempt=self.attempts,
                              retry_in_s=round(delay, 2))
         else:
+            self._quiet = True
             self.log.debug("camera_reconnecting", state=state, reason=reason, attempt=self.attempts,
                            retry_in_s=round(delay, 2))
 
@@ -215,7 +218,8 @@ class CameraRunner:
         self._session_started = time.monotonic()
         frame_duration = 0.04
         deadline = time.monotonic() + self.spec.open_timeout_s + self.spec.watchdog_s
-        self.log.info("camera_connecting", source=self.spec.label, attempt=self.attempts)
+        (self.log.debug if self._quiet else self.log.info)("camera_connecting", source=self.spec.label,
+                                                           attempt=self.attempts)
         try:
             while True:
                 if self._stopping:  # stop() may have come before this queue existed
@@ -252,8 +256,8 @@ class CameraRunner:
                         await self._forward(aligner.flush())
                     if self._stopping:
                         return None
-                    self.log.warning("camera_stream_ended", reason=item.reason, frames=frames)
-                    if frames:  # it worked for a while: start the backoff again from the bottom
+                    if frames:  # it streamed for a while: say so, and start the backoff from the bottom
+                        self.log.warning("camera_stream_ended", reason=item.reason, frames=frames)
                         self.backoff.reset()
                     return "offline", item.reason, (item.error or self.spec.retry_after_end)
         finally:
@@ -272,7 +276,7 @@ class CameraRunner:
             self.log.warning("camera_without_audio_using_vision_only_model", model=self.daemon.vision_model_name)
 
     def _went_online(self, info: StreamInfo | None) -> None:
-        self._last_report = None
+        self._last_report, self._quiet = None, False
         details: dict[str, Any] = {"source": self.spec.label}
         if info is not None:
             details.update(audio=info.has_audio, video_codec=info.video_codec, audio_codec=info.audio_codec)

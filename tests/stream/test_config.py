@@ -187,3 +187,31 @@ def test_unreadable_or_empty_file(tmp_path: Path) -> None:
     (tmp_path / "empty.yaml").write_text("# nothing yet\n")
     with pytest.raises(ConfigError, match="the file is empty"):
         load_config(tmp_path / "empty.yaml")
+
+
+def test_service_sections_default_to_safe_values() -> None:
+    app = parse_config("cameras: {gate: {url: rtsp://h/gate}}", environ={})
+    assert (app.spool.max_records, app.spool.max_bytes, app.spool.synchronous) == (1_000_000, 256 * 1024 * 1024, "normal")
+    assert app.metrics.enabled and app.metrics.address == ("127.0.0.1", 9464)  # loopback unless configured
+    assert not app.homeassistant.enabled and app.homeassistant.discovery_prefix == "homeassistant"
+    reconnect = app.cameras["gate"].reconnect
+    assert (reconnect.initial_s, reconnect.max_s) == (0.5, 2.0)  # a camera back is found within the 5 s promise
+
+
+def test_state_dir_comes_from_systemd_or_defaults_to_a_local_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert parse_config("{}", environ={}).state_dir == Path("state")
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/avcc-stream:/var/lib/other")  # several: the first
+    assert parse_config("{}", environ={}).state_dir == Path("/var/lib/avcc-stream")
+    assert parse_config("state_dir: /srv/avcc", environ={}).state_dir == Path("/srv/avcc")
+
+
+def test_documented_example_sets_every_service_section() -> None:
+    text = EXAMPLE.read_text()
+    for key in ("spool:", "metrics:", "homeassistant:", "state_dir:", "reconnect_min_s:"):
+        assert key in text
+    # the credential form the units use (LoadCredential=NAME:avcc-stream.NAME from /etc/credstore)
+    assert "LoadCredential=mqtt-password:avcc-stream.mqtt-password" in text
+    assert "/etc/credstore/avcc-stream.mqtt-password" in text
+    app = load_config(EXAMPLE, environ={})
+    assert app.metrics.listen == "127.0.0.1:9464" and app.spool.synchronous == "normal"

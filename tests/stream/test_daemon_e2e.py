@@ -101,6 +101,8 @@ camera_defaults:
   read_timeout_s: 3
   reconnect: {{initial_s: 0.5, max_s: 2}}
 logging: {{level: INFO, format: json}}
+state_dir: "{work / 'state'}"
+metrics: {{listen: "127.0.0.1:0"}}
 cameras:
   gate: {{url: "{server.url('gate')}"}}
   bar: {{url: "{server.url('bar')}"}}

@@ -270,3 +270,48 @@ def test_tls_broker_accepts_a_client_that_trusts_its_ca_and_not_one_that_does_no
             await bad.close()
 
         asyncio.run(scenario())
+
+
+class RecordingClient:
+    """Stands in for paho's client where only reconnect_delay_set matters (pure logic)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def reconnect_delay_set(self, min_delay: float, max_delay: float) -> None:
+        assert min_delay == max_delay  # paho then waits exactly this long
+        self.delays.append(min_delay)
+
+
+def test_reconnect_waits_grow_exponentially_to_the_cap_with_jitter_and_restart_after_a_connection() -> None:
+    publisher = MqttPublisher(MqttSettings(reconnect_min_s=1, reconnect_max_s=8))
+    client = RecordingClient()
+    for _ in range(8):
+        publisher._on_connect_fail(client, None)  # noqa: SLF001 - paho's callback
+    ceilings = [1, 2, 4, 8, 8, 8, 8, 8]
+    assert all(0.5 * ceiling <= delay <= ceiling for delay, ceiling in zip(client.delays, ceilings))
+    assert len(set(client.delays[3:])) > 1  # jittered: daemons do not all retry at once
+    publisher._backoff.reset()  # what a successful CONNACK does  # noqa: SLF001
+    publisher._on_connect_fail(client, None)  # noqa: SLF001
+    assert client.delays[-1] <= 1
+
+
+def test_while_the_broker_is_down_reconnection_attempts_are_counted_and_it_reconnects_when_back(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path)  # not started yet
+    attempts: list[float] = []
+    publisher = MqttPublisher(settings(broker, connect_timeout_s=0.5), on_reconnect=lambda: attempts.append(time.monotonic()))
+
+    async def scenario() -> None:
+        await publisher.start()
+        assert not publisher.connected and publisher.last_error == "cannot reach the broker: Connection refused"
+        await wait_until(lambda: len(attempts) >= 3)
+        await asyncio.to_thread(broker.start)
+        await wait_until(lambda: publisher.connected)
+        await publisher.publish(one_of_each("gate1")[0])
+        await publisher.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        broker.stop()
+    assert all(later > earlier for earlier, later in zip(attempts, attempts[1:]))
