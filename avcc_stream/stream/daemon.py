@@ -12,9 +12,13 @@
   and counting in the inference pool's threads.
 * Every queue is bounded and counts what it drops: the source queue (media items), the
   inference queue (oldest windows per camera) and the outbox (oldest records).
-* SIGTERM / SIGINT: stop the sources, count the windows already cut, publish their records
-  and each camera's "offline" status, close the outputs; exit 0 well within 10 s.
+* `stop()` (SIGTERM / SIGINT, via `service.py`): stop the sources, count the windows already
+  cut, publish their records and each camera's "offline" status, close the outputs; well
+  within 10 s. `start_camera` / `stop_camera` change the camera set of a running daemon
+  (config reloads) without touching the other cameras.
 * structlog JSON logs with `camera` in every line (null for the daemon's own lines).
+
+Outputs, metrics, systemd and reloads are wired around this pipeline in `service.py`.
 """
 
 from __future__ import annotations

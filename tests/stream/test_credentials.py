@@ -1,6 +1,6 @@
 """Outputs with credentials, configured the way an operator writes them (YAML, a password
-file), against real servers: MQTT over TLS with a password file, Redis with a password and
-with an ACL user. The right credentials connect and deliver; wrong ones fail at start with a
+file), against real servers: MQTT over TLS with a password file, Redis with a password, with
+an ACL user, and over TLS. The right credentials connect and deliver; wrong ones fail at start with a
 line that says so (and never shows the password)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 
 from avcc_stream.cli import main
 from avcc_stream.config import AppConfig, parse_config
-from avcc_stream.stream.localservices import Mosquitto, RedisServer, find_binary
-from avcc_stream.stream.publish import PublishError, publishers_from_config
+from avcc_stream.stream.localservices import Mosquitto, RedisServer, find_binary, free_port
+from avcc_stream.stream.publish import PublishError, PublisherUnavailable, publishers_from_config
 from avcc_stream.stream.publish.mqtt import MqttPublisher
 from avcc_stream.stream.publish.redis import RedisPublisher
 from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
@@ -150,5 +150,40 @@ cameras: {{gate: {{url: rtsp://127.0.0.1:1/gate}}}}
                 await bad.start()
             assert WRONG not in str(refused.value)
             await bad.close()
+
+        asyncio.run(scenario())
+
+
+def test_redis_over_tls_with_a_password_connects_when_the_ca_is_trusted(tmp_path: Path) -> None:
+    ca, cert, key = make_tls_files(tmp_path)
+    (tmp_path / "other").mkdir()
+    other_ca, _, _ = make_tls_files(tmp_path / "other")
+    port = free_port()
+    tls_only = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no", "--requirepass", PASSWORD]
+    with RedisServer(tmp_path, port=port, extra_args=tls_only):
+
+        def publisher(ca_file: Path) -> RedisPublisher:
+            app = parse_config(f"""
+mqtt: {{enabled: false}}
+redis: {{enabled: true, port: {port}, password: "{PASSWORD}", tls: {{enabled: true, ca_file: "{ca_file}"}}}}
+cameras: {{gate: {{url: rtsp://127.0.0.1:1/gate}}}}
+""", environ={})
+            [built] = publishers_from_config(app, spool=False)
+            return built
+
+        async def scenario() -> None:
+            good = publisher(ca)
+            await good.start()
+            for record in one_of_each("gate"):
+                await good.publish(record)
+            assert await good._client.xrange("crowd:gate:count")
+            await good.close()
+            untrusted = publisher(other_ca)
+            await untrusted.start()  # an unreachable (untrusted) server is not fatal: records would spool
+            assert not untrusted.connected
+            with pytest.raises(PublisherUnavailable, match="certificate verify failed"):
+                await untrusted.publish(one_of_each("gate")[0])
+            await untrusted.close()
 
         asyncio.run(scenario())

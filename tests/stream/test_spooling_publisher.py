@@ -376,3 +376,21 @@ def test_backoff_grows_exponentially_up_to_its_cap_with_bounded_jitter(jitter: f
     assert backoff.next_delay() <= 0.5
     with pytest.raises(ValueError, match="initial_s"):
         ExponentialBackoff(initial_s=5, max_s=1)
+
+
+def test_replay_starts_as_soon_as_the_output_reconnects_not_when_the_backoff_ends(tmp_path: Path) -> None:
+    # MQTT reconnects by itself (paho); the backlog must not sit out a long backoff after that.
+    async def scenario() -> None:
+        output = FakeOutput()
+        long_backoff = ExponentialBackoff(initial_s=30.0, max_s=30.0, jitter=0.0)
+        publisher = make_publisher(tmp_path, output, backoff=long_backoff)
+        await publisher.start()
+        output.up = False
+        await publisher.publish(make_record(0))
+        await wait_until(lambda: long_backoff.failures >= 1, "the replay failed once and is backing off")
+        output.up = True  # the output says it is connected again
+        await wait_until(lambda: drained(publisher), "spool drained well before the 30 s backoff", timeout=5.0)
+        assert output.accepted_counts() == [0]
+        await publisher.close()
+
+    asyncio.run(scenario())

@@ -9,6 +9,7 @@ topic) and the camera (its status) are online.
 
 The configs are retained on `<discovery_prefix>/sensor/<node_id>/<camera>_<sensor>/config`;
 an empty retained message on the same topic removes the sensor (`removal_messages`).
+`DiscoveryAnnouncer` publishes them after every MQTT connection and follows config reloads.
 """
 
 from __future__ import annotations
