@@ -100,7 +100,7 @@ class Service:
         started = asyncio.create_task(self.daemon.started.wait())
         try:
             await asyncio.wait({daemon_task, started}, return_when=asyncio.FIRST_COMPLETED)
-            if started.done() and not daemon_task.done():
+            if started.done() and not daemon_task.done() and not self._stopping:
                 sd_notify("READY=1", self._status_line())
                 log.info("daemon_ready", cameras=sorted(self.app.enabled_cameras()),
                          outputs=[p.name for p in self.publishers],

@@ -354,7 +354,7 @@ def test_a_bad_input_gets_a_clear_reason_and_is_retried_while_the_others_count(r
     attempts = _sample(run.metrics_after_reload, f'avcc_reconnects_total{{component="camera",name="{camera}"}}')
     lines = [r for r in run.logs if r.get("camera") == camera and r.get("timestamp", "") < _iso(run.marks["killed"])
              and r.get("level") != "debug"]
-    assert attempts >= 10 and len(lines) <= 10, (attempts, [r["event"] for r in lines])
+    assert attempts >= 8 and len(lines) <= 9, (attempts, [r["event"] for r in lines])  # 3 retries reported (+1 a minute)
 
 
 @pytest.mark.parametrize("camera", LOOPED)

@@ -75,6 +75,7 @@ class MqttPublisher:
         # Used from paho's thread only (its callbacks), never from the loop.
         self._backoff = ExponentialBackoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self._connect_listeners: list[Callable[[], Any]] = []
+        self._listener_tasks: set[asyncio.Future[Any]] = set()
         self._closing = False
         self._client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -258,7 +259,9 @@ class MqttPublisher:
         for callback in self._connect_listeners:
             outcome = callback()
             if asyncio.iscoroutine(outcome):
-                asyncio.ensure_future(outcome)
+                task = asyncio.ensure_future(outcome)
+                self._listener_tasks.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(self._listener_tasks.discard)
 
     # --- paho callbacks (paho's thread) ------------------------------------------------------
 
