@@ -171,6 +171,7 @@ def test_units_carry_the_settings_operations_rely_on() -> None:
     assert settings["Type"] == "notify" and float(settings["WatchdogSec"]) > 0
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert settings["Restart"] == "on-failure"
+    assert settings["RestartPreventExitStatus"] == "2"  # `avcc-stream run` refusals (bad config...)
     assert settings["StateDirectory"] == "avcc-stream"
     assert settings["ExecStart"] == f"{INSTALLED_BINARY} run --config /etc/avcc-stream/config.yaml"
     assert dict(service_entries(TEMPLATE_UNIT))["StateDirectory"] == "avcc-stream/%i"
