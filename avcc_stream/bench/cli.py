@@ -264,6 +264,8 @@ def _add_e2e(modes: argparse._SubParsersAction) -> None:
     p.add_argument("--max-wait-ms", type=float, default=50.0)
     p.add_argument("--workers", type=positive_int, default=1)
     p.add_argument("--queue-per-camera", type=positive_int, default=4)
+    p.add_argument("--torch-threads", type=positive_int, default=None,
+                   help="the daemon's torch intra-op threads (OMP_NUM_THREADS); default: torch's (one per core)")
     p.add_argument("--cache-dir", type=Path, default=None, help="where clips are kept (default ~/.cache/avcc-stream/bench)")
     p.add_argument("--keep-workdir", type=Path, default=None, metavar="DIR",
                    help="keep daemon configs and logs here (default: a temporary folder, removed)")
@@ -285,7 +287,8 @@ def run_e2e(args: argparse.Namespace) -> int:
         cameras=args.cameras, duration_s=args.duration, grace_s=args.grace, startup_timeout_s=args.startup_timeout,
         camera_size=args.camera_size, fps=args.fps, checkpoint=args.checkpoint, preset=args.preset,
         overrides=dict(args.override), device=args.device, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-        workers=args.workers, queue_per_camera=args.queue_per_camera, cache_dir=args.cache_dir,
+        workers=args.workers, queue_per_camera=args.queue_per_camera, torch_threads=args.torch_threads,
+        cache_dir=args.cache_dir,
         keep_workdir=args.keep_workdir,
     )
     return finish(run_e2e_bench(settings, machine_info(), progress), args)

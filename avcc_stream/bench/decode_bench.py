@@ -171,6 +171,16 @@ def hardware_decoder(choice: str) -> tuple[Any, str | None]:
     return HWAccel(device_type="cuda", allow_software_fallback=False), None
 
 
+def nvdec_failure(exc: BaseException) -> str:
+    """Why NVDEC could not be used, in words (FFmpeg reports a missing GPU as EPERM)."""
+    import torch
+
+    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}" if str(exc) else type(exc).__name__
+    if not torch.cuda.is_available():
+        reason += "; no CUDA device is visible on this machine"
+    return f"not available: {reason}"
+
+
 def summarise(runs: list[dict[str, Any]], key: str = "cpu_s") -> dict[str, Any]:
     """Median over repeats of CPU per stream second, wall speed and counts."""
     shares = [r[key] / r["stream_s"] for r in runs if r["stream_s"] > 0]
@@ -214,7 +224,7 @@ def run_decode_bench(
                 try:
                     runs = [decode_video(path, mode, settings.thread_type, hwaccel) for _ in range(settings.repeats)]
                 except Exception as exc:  # no device, no driver, unsupported profile...
-                    nvdec_status = f"not available: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    nvdec_status = nvdec_failure(exc)
                     break
                 if not runs[0]["hardware"]:
                     nvdec_status = "not available: the decoder fell back to software"

@@ -64,6 +64,7 @@ class E2EBenchSettings:
     max_wait_ms: float = 50.0
     workers: int = 1
     queue_per_camera: int = 4
+    torch_threads: int | None = None  # OMP_NUM_THREADS for the daemon (torch's intra-op threads); None: torch's default
     cache_dir: Path | None = None
     keep_workdir: Path | None = None
 
@@ -376,9 +377,12 @@ def run_cameras(
         inbox = CountInbox(mqtt_port)
         stack.callback(inbox.close)
         log_path = workdir / f"daemon-{n}.log"
+        env = dict(os.environ)
+        if settings.torch_threads:  # torch reads it at start-up for its intra-op thread pool
+            env["OMP_NUM_THREADS"] = str(settings.torch_threads)
         with open(log_path, "wb") as log:
             daemon = subprocess.Popen([sys.executable, "-m", "avcc_stream", "run", "--config", str(config_path)],
-                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         stack.callback(stop_process, daemon)
 
         # Start-up: every camera has delivered two counts (the first may come from a partial window).
@@ -473,7 +477,8 @@ def run_e2e_bench(
     report.tables.append(Table(
         f"{len(settings.cameras)} runs: N RTSP cameras ({settings.camera_size[0]}x{settings.camera_size[1]} H.264 "
         f"{settings.fps} fps + AAC) -> daemon ({settings.preset if not settings.checkpoint else settings.checkpoint}, "
-        f"{settings.device}) -> mosquitto, {settings.duration_s:g} s each",
+        f"{settings.device}, {settings.workers} inference worker(s), "
+        f"{settings.torch_threads or 'default'} torch thread(s)) -> mosquitto, {settings.duration_s:g} s each",
         [
             Column("cameras", "cameras", "{:d}"), Column("windows_per_s", "windows/s", "{:.2f}"),
             Column("dropped", "dropped", "{:d}"),

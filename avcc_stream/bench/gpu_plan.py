@@ -111,7 +111,7 @@ class TunedModule(torch.nn.Module):
 def measure_decode(settings: GpuPlanSettings) -> dict[str, Any]:
     """Share of one core per camera for CPU decode-then-skip and, where possible, NVDEC."""
     from avcc_stream.bench.clips import cached_clip
-    from avcc_stream.bench.decode_bench import decode_video, hardware_decoder, summarise
+    from avcc_stream.bench.decode_bench import decode_video, hardware_decoder, nvdec_failure, summarise
 
     clip = cached_clip(settings.frame_size, seconds=settings.decode_seconds, cache_dir=settings.cache_dir)
     out: dict[str, Any] = {"cpu": summarise([decode_video(clip, "decode-then-skip", "SLICE")])["core_share"]}
@@ -125,7 +125,7 @@ def measure_decode(settings: GpuPlanSettings) -> dict[str, Any]:
             else:
                 out["nvdec_status"] = "not available: the decoder fell back to software"
         except Exception as exc:
-            out["nvdec_status"] = f"not available: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            out["nvdec_status"] = nvdec_failure(exc)
     return out
 
 
