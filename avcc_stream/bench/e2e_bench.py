@@ -4,7 +4,7 @@ For each camera count N, everything a venue would run is started for real on loo
 
 * one gst-rtsp-server (`stream.rtsp_server`) serving N mounts of an H.264 + AAC clip
   (served as it is, no re-encoding, at real time);
-* a local mosquitto (`stream.demo.start_mosquitto`);
+* a local mosquitto (`stream.localservices.start_mosquitto`);
 * the daemon as its own process, `avcc-stream run --config <generated YAML>`, so its CPU
   time and resident memory are its own;
 * a subscriber of `<prefix>/+/count` that notes when each count arrives.
@@ -358,7 +358,7 @@ def run_cameras(
     import yaml
 
     from avcc_stream.config import ConfigError, load_config
-    from avcc_stream.stream.demo import free_port, stop_process
+    from avcc_stream.stream.localservices import free_port, stop_process
     from avcc_stream.stream.rtsp_server import start_rtsp_server
 
     names = [f"cam{i + 1:02d}" for i in range(n)]
@@ -446,7 +446,7 @@ def run_e2e_bench(
     settings: E2EBenchSettings, machine: dict[str, Any], progress: Callable[[str], None] = lambda message: None
 ) -> BenchReport:
     from avcc_stream.bench.clips import cached_clip
-    from avcc_stream.stream.demo import start_mosquitto, stop_process
+    from avcc_stream.stream.localservices import start_mosquitto, stop_process
 
     report = BenchReport("e2e", machine, {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(settings).items()})
     rows: list[dict[str, Any]] = []
