@@ -81,6 +81,9 @@ class ModelConfig(BaseModel):
     loss_weight_pir: float = Field(1.0, ge=0.0)
     loss_weight_pce: float = Field(1.0, ge=0.0)
     loss_weight_dm: float = Field(1.0, ge=0.0)
+    loss_weight_count: float = Field(
+        0.0, ge=0.0, title="L1 count term added to Eq. 13 (0 = the paper's loss; shipped CPU runs use it)"
+    )
     density_loss_scale: float = Field(
         1.0, gt=0.0, title="both maps multiplied by this before Eq. 12 (DISCO code's LOG_PARA is 100)"
     )

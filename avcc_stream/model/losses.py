@@ -29,6 +29,16 @@ def density_loss(predicted: torch.Tensor, target: torch.Tensor, scale: float = 1
     return diff.pow(2).sum(dim=1).mean()
 
 
+def count_loss(predicted_count: torch.Tensor, density_gt: torch.Tensor) -> torch.Tensor:
+    """L1 between predicted and true counts, batch mean (not in the paper; off by default).
+
+    Eq. 12's per-pixel L2 says little about the total while the map is still mislocalised,
+    so a short CPU training run under-counts for many steps; this term pins the total early.
+    """
+    true_count = density_gt.reshape(density_gt.shape[0], -1).sum(dim=1)
+    return (predicted_count.reshape(-1) - true_count).abs().mean()
+
+
 def pir_target(patch_counts: torch.Tensor) -> torch.Tensor:
     """B x P ground-truth PIR (Eq. 7); uniform for an empty image."""
     counts = patch_counts.reshape(patch_counts.shape[0], -1).float()
@@ -55,7 +65,8 @@ def pce_loss(pce: torch.Tensor, patch_counts: torch.Tensor) -> torch.Tensor:
 def crowd_losses(
     output: ModelOutput, density_gt: torch.Tensor, patch_counts_gt: torch.Tensor, cfg: ModelConfig
 ) -> dict[str, torch.Tensor]:
-    """{"dm", "pir", "pce", "total"}: each term, and total = weighted sum of the active terms (Eq. 13).
+    """{"dm", "pir", "pce", "count", "total"}: each term, and total = weighted sum of the active terms
+    (Eq. 13, plus the optional count term when `cfg.loss_weight_count` > 0).
 
     `density_gt` is B x 1 x h x w (or B x h x w) at `cfg.density_size`; `patch_counts_gt` is
     B x grid_h x grid_w. PIR / PCE terms are active when the model has that output and
@@ -68,5 +79,11 @@ def crowd_losses(
     supervise = cfg.use_pir_pce_losses
     pir = pir_loss(output.pir_logits, patch_counts_gt) if (supervise and output.pir_logits is not None) else zero
     pce = pce_loss(output.pce, patch_counts_gt) if (supervise and output.pce is not None) else zero
-    total = cfg.loss_weight_dm * dm + cfg.loss_weight_pir * pir + cfg.loss_weight_pce * pce
-    return {"dm": dm, "pir": pir, "pce": pce, "total": total}
+    count = count_loss(output.count, density_gt) if cfg.loss_weight_count > 0 else zero
+    total = (
+        cfg.loss_weight_dm * dm
+        + cfg.loss_weight_pir * pir
+        + cfg.loss_weight_pce * pce
+        + cfg.loss_weight_count * count
+    )
+    return {"dm": dm, "pir": pir, "pce": pce, "count": count, "total": total}

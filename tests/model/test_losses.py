@@ -83,3 +83,29 @@ def test_baseline_outputs_have_only_the_density_loss():
 def test_a_ground_truth_map_of_the_wrong_size_is_refused():
     with pytest.raises(ValueError, match="density_size"):
         crowd_losses(output(torch.zeros(1, 1, 4, 4)), torch.zeros(1, 1, 8, 8), PATCH_COUNTS, CFG)
+
+
+def test_count_loss_is_zero_at_the_truth_and_l1_otherwise() -> None:
+    from avcc_stream.model.losses import count_loss
+
+    density = torch.zeros(2, 1, 2, 2)
+    density[0, 0, 0, 0] = 3.0
+    density[1, 0, 1, 1] = 1.0
+    assert count_loss(torch.tensor([3.0, 1.0]), density).item() == 0.0
+    # |5 - 3| = 2 and |0 - 1| = 1: mean 1.5
+    assert count_loss(torch.tensor([5.0, 0.0]), density).item() == pytest.approx(1.5)
+
+
+def test_count_term_enters_the_total_only_when_weighted() -> None:
+    cfg = ModelConfig.from_preset("csrnet-lowres")
+    h, w = cfg.density_size
+    density_gt = torch.zeros(1, 1, h, w)
+    density_gt[0, 0, 0, 0] = 2.0
+    predicted = torch.zeros(1, 1, h, w)
+    out = ModelOutput(density=predicted, count=predicted.sum(dim=(1, 2, 3)), patch_counts=patch_sums(predicted, cfg.grid))
+    patches = torch.zeros(1, *cfg.grid)
+    plain = crowd_losses(out, density_gt, patches, cfg)
+    weighted = crowd_losses(out, density_gt, patches, cfg.model_copy(update={"loss_weight_count": 0.5}))
+    assert plain["count"].item() == 0.0
+    assert weighted["count"].item() == pytest.approx(2.0)
+    assert weighted["total"].item() == pytest.approx(plain["total"].item() + 1.0)
