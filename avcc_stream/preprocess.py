@@ -35,7 +35,10 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def normalize_image(rgb: np.ndarray) -> torch.Tensor:
     """H x W x 3 uint8 RGB -> 3 x H x W float32, ImageNet-normalised."""
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    array = np.ascontiguousarray(rgb)
+    if not array.flags.writeable:  # decoded/PIL buffers can be read-only; torch warns on those
+        array = array.copy()
+    tensor = torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (tensor - mean) / std
