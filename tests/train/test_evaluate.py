@@ -1,0 +1,73 @@
+"""`avcc-stream evaluate` on a tiny dataset: a complete Table-1 report, the curve and overlays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from avcc_stream.cli import main
+from avcc_stream.train.evaluate import TABLE_COLUMNS, load_candidates, run_evaluation
+from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    base = tmp_path_factory.mktemp("ckpt")
+    (base / "a").mkdir()
+    (base / "v").mkdir()
+    return [
+        make_random_checkpoint(base / "a", "cc-av-lowres", seed=1, **SMALL_WIDTHS),
+        make_random_checkpoint(base / "v", "cc-v-lowres", seed=2, **SMALL_WIDTHS),
+    ]
+
+
+def test_evaluate_command_writes_a_complete_report(tiny_dataset: Path, checkpoints: list[Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    args = ["evaluate", "--dataset", str(tiny_dataset), "--out", str(out), "--occlusion-rates", "0,0.5,1",
+            "--worst", "2", "--seed", "4", "--no-progress"]
+    for path in checkpoints:
+        args += ["--checkpoint", str(path)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    markdown = (out / "report.md").read_text()
+    assert markdown in printed
+    for _, title in TABLE_COLUMNS:
+        assert title in markdown
+    assert "Average" in markdown and "Low-light mode: random" in markdown
+    report = json.loads((out / "report.json").read_text())
+    assert report["samples"] == 4 and report["low_light_mode"] == "random" and report["seed"] == 4
+    assert set(report["table"]) == {"cc-av-lowres", "cc-v-lowres"}
+    for row in report["table"].values():
+        assert set(row) == {name for name, _ in TABLE_COLUMNS} | {"average"}
+        for cell in row.values():
+            assert cell["mae"] >= 0 and cell["rmse"] >= cell["mae"]
+    assert report["occlusion_curve"]["rates"] == [0.0, 0.5, 1.0]
+    assert all(len(v) == 3 for v in report["occlusion_curve"]["mae"].values())
+    # Occlusion rate 0 is the regular setting: same images, same counts.
+    for label, row in report["table"].items():
+        assert report["occlusion_curve"]["mae"][label][0] == pytest.approx(row["regular"]["mae"], abs=1e-4)
+    assert (out / "occlusion.png").stat().st_size > 0
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["cc-av-lowres.png", "cc-v-lowres.png"]
+
+
+def test_same_corruption_for_every_checkpoint_and_every_run(tiny_dataset: Path, checkpoints: list[Path]) -> None:
+    first = load_candidates([str(checkpoints[0])], device=__import__("torch").device("cpu"))
+    both = load_candidates([str(p) for p in checkpoints], device=__import__("torch").device("cpu"))
+    alone = run_evaluation(first, tiny_dataset, "test", seed=9, low_light_mode="fixed", limit=2)
+    together = run_evaluation(both, tiny_dataset, "test", seed=9, low_light_mode="fixed", limit=2)
+    assert [name for name, _ in together.columns][-1] == "lowlight50-fixed"
+    for name, _ in together.columns:
+        # CC-AV counts the same whether or not another checkpoint shares its batches.
+        assert together.table[name]["cc-av-lowres"].predictions == pytest.approx(
+            alone.table[name]["cc-av-lowres"].predictions, abs=1e-4)
+
+
+def test_bad_occlusion_rates_and_missing_checkpoint(tiny_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--checkpoint", "x.safetensors", "--dataset", str(tiny_dataset),
+                 "--occlusion-rates", "0,2"]) == 2
+    assert "every rate must be in [0, 1]" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", "builtin:nope", "--dataset", str(tiny_dataset)]) == 2
+    assert "no built-in checkpoint 'nope'" in capsys.readouterr().err
