@@ -168,11 +168,12 @@ class Run:
 
 
 def _probe_readable(url: str, timeout: float = 15.0) -> float:
-    """time.time() at which av.open on `url` first succeeds (the stream is readable again)."""
+    """time.time() at which av.open on `url` first succeeds (the stream is readable again);
+    short timeouts, so a probe stuck on a server not serving yet does not report late."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            container = av.open(url, options={"rtsp_transport": "tcp", "timeout": "2000000"}, timeout=(2, 2))
+            container = av.open(url, options={"rtsp_transport": "tcp", "timeout": "300000"}, timeout=(0.3, 0.3))
         except av.FFmpegError:
             time.sleep(0.05)
             continue
