@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := ffmpeg mosquitto redis-server gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 \
+APT_PACKAGES := python3 python3-venv ffmpeg mosquitto redis-server gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 \
 	python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
 	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools libportaudio2 systemd \
 	pulseaudio pulseaudio-utils libasound2-plugins
