@@ -4,6 +4,11 @@ Eq. 11 taken literally is degenerate: A_EXTD repeats A in every column, so every
 AV_ATTD A_EXTD is constant and the softmax uniform. model.md reads it as
     DM_PRE = softmax(AV_ATTD K / sqrt(Z)) V,   K = (V + A)^T   (K = V^T for CC-V),
 so each patch's output is a convex combination of the patches' V rows, non-negative like V.
+
+With those values the sound can only re-weight V: it has no way to add density to a patch
+whose picture shows nothing (a black or occluded frame), so CC-AV cannot count from sound
+where it matters most (measured: docs/model.md). `audio_values=True` uses ReLU(V + A) as the
+values, still non-negative, so A can add to every patch's sub-map.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from torch import nn
 class CoAttention(nn.Module):
     """DM_PRE (B x P x Z) from AV_ATTD, V and optionally A."""
 
-    def __init__(self, embed_dim: int) -> None:
+    def __init__(self, embed_dim: int, audio_values: bool = False) -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(embed_dim)
+        self.audio_values = audio_values
 
     def forward(self, attended: torch.Tensor, visual: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
         keys = visual if audio is None else visual + audio.unsqueeze(1)  # K^T: B x P x Z
         weights = torch.softmax(attended @ keys.transpose(1, 2) * self.scale, dim=-1)  # B x P x P
-        return weights @ visual
+        values = torch.relu(keys) if (self.audio_values and audio is not None) else visual
+        return weights @ values
 
 
 def tile_patch_maps(per_patch: torch.Tensor, grid: tuple[int, int], submap: tuple[int, int]) -> torch.Tensor:

@@ -16,6 +16,8 @@ from avcc_stream.model import ABLATIONS, PRESETS, ModelConfig, ablation_config
         ("cc-v", (1024, 576), (8, 8), (72, 128), False),
         ("cc-av-lowres", (128, 72), (4, 4), (36, 64), True),
         ("cc-v-lowres", (128, 72), (4, 4), (36, 64), False),
+        ("cc-av-512", (512, 288), (4, 4), (36, 64), True),
+        ("cc-v-512", (512, 288), (4, 4), (36, 64), False),
         ("csrnet", (1024, 576), (8, 8), (72, 128), False),
         ("audiocsrnet", (1024, 576), (8, 8), (72, 128), True),
         ("csrnet-lowres", (128, 72), (4, 4), (9, 16), False),
@@ -34,6 +36,14 @@ def test_preset_exposes_the_contract_fields(preset, input_size, grid, density_si
 def test_lowres_presets_do_not_downsample_in_the_stem():
     assert ModelConfig.from_preset("cc-av-lowres").stem_stride == 1
     assert ModelConfig.from_preset("cc-av").stem_stride == 4
+
+
+def test_512_presets_give_the_trunk_the_lowres_feature_maps():
+    """The CPU presets see 16x the pixels of low-res at the same trunk size (hence the same cost)."""
+    low, mid = ModelConfig.from_preset("cc-av-lowres"), ModelConfig.from_preset("cc-av-512")
+    assert mid.input_size[0] // mid.stem_stride == low.input_size[0] // low.stem_stride
+    assert mid.input_size[1] // mid.stem_stride == low.input_size[1] // low.stem_stride
+    assert mid.grid == low.grid  # same AVT size: both shipped models fit the 50 MB budget
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

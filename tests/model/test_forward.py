@@ -101,3 +101,25 @@ def test_forward_on_cuda_with_autocast_matches_cpu(preset):
         with torch.autocast("cuda", dtype=torch.bfloat16):
             got = model(images.cuda(), audio.cuda()).count.float().cpu()
     torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize(("ccm_values", "sound_can_count"), [("visual", False), ("audio_visual", True)])
+def test_only_audio_visual_ccm_values_let_the_sound_change_the_count_of_a_featureless_frame(ccm_values, sound_can_count):
+    """A black frame gives every patch the same V. With Eq. 11's values (V) each output row is a
+    convex mix of identical rows, so no audio embedding can change the count; ReLU(V + A) can."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("cc-av-lowres", ccm_values=ccm_values)
+    model = build_model(cfg).eval()
+    visual = torch.rand(1, cfg.embed_dim).expand(2, cfg.num_patches, cfg.embed_dim).contiguous()
+    quiet, loud = torch.zeros(1, cfg.embed_dim), torch.full((1, cfg.embed_dim), 3.0)
+    with torch.no_grad():
+        counts = model.decode(visual, torch.cat([quiet, loud])).count
+    if sound_can_count:
+        assert counts[1] > counts[0] * 1.5
+    else:
+        torch.testing.assert_close(counts[0], counts[1])
+
+
+def test_audio_visual_ccm_values_need_audio():
+    with pytest.raises(ValueError, match="ccm_values='audio_visual' needs use_audio=True"):
+        ModelConfig.from_preset("cc-v-lowres", ccm_values="audio_visual")
