@@ -8,16 +8,20 @@ from pydantic import Field, field_validator
 
 from avcc_stream.config.common import StrictModel
 
+# The checkpoints shipped in avcc_stream/checkpoints/ and used by default (docs/results.md).
+SHIPPED_AUDIO_VISUAL = "builtin:cc-av-512"
+SHIPPED_VISION_ONLY = "builtin:cc-v-lowres"
+
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class ModelSettings(StrictModel):
     checkpoint: str = Field(
-        default="builtin:cc-av-lowres",
+        default=SHIPPED_AUDIO_VISUAL,
         title="Audio-visual checkpoint: a path or builtin:<preset>",
     )
     fallback_checkpoint: str | None = Field(
-        default="builtin:cc-v-lowres",
+        default=SHIPPED_VISION_ONLY,
         title="Vision-only checkpoint for windows without usable audio (null: use checkpoint)",
     )
     device: str | list[str] = Field(

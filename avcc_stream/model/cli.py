@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--at SECONDS with one second of its sound centred on that frame. Prints the count and the PIR "
         "hotspots and writes a density overlay PNG.",
     )
-    infer.add_argument("--checkpoint", required=True, help="checkpoint file, or builtin:NAME (e.g. builtin:cc-av-lowres)")
+    infer.add_argument("--checkpoint", required=True, help="checkpoint file, or builtin:NAME (e.g. builtin:cc-av-512)")
     source = infer.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="image file (any format Pillow reads)")
     source.add_argument("--video", type=Path, help="video file with or without sound (any format FFmpeg reads)")

@@ -78,12 +78,13 @@ def make_clip(seconds: int) -> tuple[Path, Path | None]:
 
 def checkpoints(workdir: Path) -> tuple[str, str]:
     """The shipped checkpoints, or freshly initialised ones (loudly) when none is shipped."""
+    from avcc_stream.config.model import SHIPPED_AUDIO_VISUAL, SHIPPED_VISION_ONLY
     from avcc_stream.model.checkpoint import CheckpointError, resolve_checkpoint
 
     try:
-        resolve_checkpoint("builtin:cc-av-lowres")
-        resolve_checkpoint("builtin:cc-v-lowres")
-        return "builtin:cc-av-lowres", "builtin:cc-v-lowres"
+        resolve_checkpoint(SHIPPED_AUDIO_VISUAL)
+        resolve_checkpoint(SHIPPED_VISION_ONLY)
+        return SHIPPED_AUDIO_VISUAL, SHIPPED_VISION_ONLY
     except CheckpointError as exc:
         shout("NO TRAINED CHECKPOINT IS SHIPPED YET (" + str(exc).split(";")[0] + ").\n"
               "The demo runs with FRESHLY INITIALISED, UNTRAINED CC-AV / CC-V models:\n"
@@ -94,7 +95,7 @@ def checkpoints(workdir: Path) -> tuple[str, str]:
     from avcc_stream.model.checkpoint import save_checkpoint
 
     paths = []
-    for preset in ("cc-av-lowres", "cc-v-lowres"):
+    for preset in (SHIPPED_AUDIO_VISUAL.removeprefix("builtin:"), SHIPPED_VISION_ONLY.removeprefix("builtin:")):
         torch.manual_seed(0)
         path = workdir / f"untrained-{preset}.safetensors"
         save_checkpoint(path, build_model(ModelConfig.from_preset(preset)).eval(),
