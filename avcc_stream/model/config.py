@@ -211,7 +211,7 @@ _LOW_RES = {"input_size": (128, 72), "grid": (4, 4)}
 # Ours, for CPU-only machines: the full-resolution stem (stride 4) on a 512x288 input gives the
 # trunk the same 128x72 feature maps as the low-res preset (same GFLOPs, measured) while the
 # stem sees 16x more pixels, so small, distant people stay visible. P = 4 x 4 keeps the AVT at
-# the low-res size (11.7 M parameters, not 22 M), so CC-AV and CC-V ship in under 50 MB.
+# the low-res size (11.7 M parameters, not 22 M), so a CC-AV and CC-V pair fits the 50 MB budget.
 _CPU_RES = {"input_size": (512, 288), "grid": (4, 4)}
 _VISION_ONLY = {"use_audio": False, "use_audio_in_fusion": False}
 

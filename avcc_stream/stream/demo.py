@@ -79,7 +79,7 @@ def make_clip(seconds: int) -> tuple[Path, Path | None]:
 def checkpoints(workdir: Path) -> tuple[str, str]:
     """The shipped checkpoints, or freshly initialised ones (loudly) when none is shipped."""
     from avcc_stream.config.model import SHIPPED_AUDIO_VISUAL, SHIPPED_VISION_ONLY
-    from avcc_stream.model.checkpoint import CheckpointError, resolve_checkpoint
+    from avcc_stream.model.checkpoint import BUILTIN_PREFIX, CheckpointError, resolve_checkpoint
 
     try:
         resolve_checkpoint(SHIPPED_AUDIO_VISUAL)
@@ -95,7 +95,7 @@ def checkpoints(workdir: Path) -> tuple[str, str]:
     from avcc_stream.model.checkpoint import save_checkpoint
 
     paths = []
-    for preset in (SHIPPED_AUDIO_VISUAL.removeprefix("builtin:"), SHIPPED_VISION_ONLY.removeprefix("builtin:")):
+    for preset in (SHIPPED_AUDIO_VISUAL.removeprefix(BUILTIN_PREFIX), SHIPPED_VISION_ONLY.removeprefix(BUILTIN_PREFIX)):
         torch.manual_seed(0)
         path = workdir / f"untrained-{preset}.safetensors"
         save_checkpoint(path, build_model(ModelConfig.from_preset(preset)).eval(),

@@ -3,7 +3,7 @@
 The count check runs on synthetic scenes made here from seeds the training data never used
 (its per-sample seeds derive from 20261125), so it guards against shipping a model that
 guesses a constant, or a file that loads into the wrong preset. The bars are regression guards
-set below what the shipped files reach on these 16 scenes (Pearson r 0.84 for cc-av-512, 0.40
+set below what the shipped files reach on these 16 scenes (Pearson r 0.79 for cc-av-512, 0.40
 for the weak vision-only fallback cc-v-lowres), well above the ~0 of an untrained or constant
 model; docs/results.md has the real evaluation.
 """
