@@ -9,6 +9,11 @@ With those values the sound can only re-weight V: it has no way to add density t
 whose picture shows nothing (a black or occluded frame), so CC-AV cannot count from sound
 where it matters most (measured: docs/model.md). `audio_values=True` uses ReLU(V + A) as the
 values, still non-negative, so A can add to every patch's sub-map.
+
+`residual=True` (ours) returns V + gamma * co-attention, gamma learnable from 0 (as the
+fusions' gamma): a fresh network's map is V itself, and the co-attention learns a correction.
+Without it every patch's map is a mix of all patches' V rows, which with per-pixel V
+(`patch_embedding: pixels`) scrambles where the density goes and stalls training (docs/model.md).
 """
 
 from __future__ import annotations
@@ -22,16 +27,21 @@ from torch import nn
 class CoAttention(nn.Module):
     """DM_PRE (B x P x Z) from AV_ATTD, V and optionally A."""
 
-    def __init__(self, embed_dim: int, audio_values: bool = False) -> None:
+    def __init__(self, embed_dim: int, audio_values: bool = False, residual: bool = False) -> None:
         super().__init__()
         self.scale = 1.0 / math.sqrt(embed_dim)
         self.audio_values = audio_values
+        self.gamma = nn.Parameter(torch.zeros(())) if residual else None
 
     def forward(self, attended: torch.Tensor, visual: torch.Tensor, audio: torch.Tensor | None) -> torch.Tensor:
         keys = visual if audio is None else visual + audio.unsqueeze(1)  # K^T: B x P x Z
         weights = torch.softmax(attended @ keys.transpose(1, 2) * self.scale, dim=-1)  # B x P x P
         values = torch.relu(keys) if (self.audio_values and audio is not None) else visual
-        return weights @ values
+        attended_values = weights @ values
+        if self.gamma is None:
+            return attended_values
+        # gamma may turn negative; the clamp keeps the density map non-negative whatever it learns.
+        return torch.relu(visual + self.gamma * attended_values)
 
 
 def tile_patch_maps(per_patch: torch.Tensor, grid: tuple[int, int], submap: tuple[int, int]) -> torch.Tensor:

@@ -53,6 +53,12 @@ class ModelConfig(BaseModel):
         "the C x C softmax saturates to one-hot at initialisation (see docs/model.md)",
     )
     density_scale_init: float = Field(0.01, gt=0.0, title="initial value of the density head's learned scale")
+    patch_embedding: Literal["pooled", "pixels"] = Field(
+        "pooled",
+        title="how V is made: pooled = the head's Z channels average-pooled per patch (model.md); pixels = "
+        "a one-channel map at the density map's size, each patch's sub-map unfolded into its Z values "
+        "(ours: V's values sit where their density goes; docs/model.md says why)",
+    )
 
     # --- audio feature extractor (paper section 3.1) ---
     audio_backbone: AudioBackbone = Field(
@@ -79,6 +85,11 @@ class ModelConfig(BaseModel):
         "visual",
         title="values of the co-attention: V (Eq. 11, model.md) or ReLU(V + A), which lets the sound "
         "add density where the picture shows none (ours; docs/model.md says why)",
+    )
+    ccm_residual: bool = Field(
+        False,
+        title="DM_PRE = ReLU(V + gamma * co-attention), gamma from 0, instead of the co-attention alone "
+        "(ours; pairs with patch_embedding: pixels, docs/model.md)",
     )
     use_pir_pce_losses: bool = Field(True, title="supervise PIR and PCE (Eq. 8, 10)")
 
@@ -122,6 +133,8 @@ class ModelConfig(BaseModel):
             raise ValueError("an AVT without both PIR and PCE branches is use_avt=False")
         if self.ccm_values == "audio_visual" and not (self.use_audio and self.use_ccm):
             raise ValueError("ccm_values='audio_visual' needs use_audio=True and use_ccm=True")
+        if self.ccm_residual and not self.use_ccm:
+            raise ValueError("ccm_residual=True needs use_ccm=True (it is a form of the co-attention)")
         if self.use_audio and not (self.audio_reaches_fusion or self.use_avt or self.use_ccm):
             raise ValueError("use_audio=True but no part of the network uses the audio; set use_audio=False")
         if self.submap_size is not None and self.submap_size[0] * self.submap_size[1] != self.embed_dim:

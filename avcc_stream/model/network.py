@@ -63,7 +63,11 @@ class CrowdCounter(nn.Module):
             if cfg.use_avt
             else None
         )
-        self.ccm = CoAttention(z, audio_values=cfg.ccm_values == "audio_visual") if cfg.use_ccm else None
+        self.ccm = (
+            CoAttention(z, audio_values=cfg.ccm_values == "audio_visual", residual=cfg.ccm_residual)
+            if cfg.use_ccm
+            else None
+        )
         # Density head: one learned positive scale. V stays O(1) for the attention products,
         # while a density pixel holds O(0.01) people; exp() keeps the map non-negative.
         self.density_log_scale = nn.Parameter(torch.tensor(math.log(cfg.density_scale_init)))

@@ -4,6 +4,13 @@ stem (two 3x3 convs) -> multi-scale branches S1, S2, S3 of residual-structure (R
 inter-branch fusion after every stage -> merge at 1/2 of S3's resolution -> two head convs ->
 adaptive average pooling to the patch grid. V is post-ReLU, hence non-negative, which keeps the
 density map built from it non-negative.
+
+`patch_embedding: pixels` (ours) replaces that merge head by `PixelHead`: the branches meet at
+the density map's resolution, a one-channel non-negative map is predicted there, and each
+patch's sub-map is unfolded into its Z values (the inverse of the CCM's tiling). With pooled
+channels, a sub-map pixel is a channel mean that cannot know where in its patch a person
+stands, so Eq. 12 asks for what the network cannot see; with pixels it is CSRNet's per-pixel
+density target, which trains a counting CNN from scratch far faster (docs/model.md).
 """
 
 from __future__ import annotations
@@ -119,6 +126,47 @@ class MergeHead(nn.Module):
         return self.pool(features).flatten(2).transpose(1, 2)
 
 
+def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """B x C x h x w -> B x C x size: average pooling going down (keeps totals' proportions), bilinear going up."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+        return nn.functional.adaptive_avg_pool2d(x, size)
+    return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def unfold_patches(density: torch.Tensor, grid: tuple[int, int], submap: tuple[int, int]) -> torch.Tensor:
+    """B x 1 x (rows * sub_h) x (cols * sub_w) -> B x P x Z, each patch's sub-map flattened row-major.
+
+    The exact inverse of `ccm.tile_patch_maps`.
+    """
+    rows, cols = grid
+    sub_h, sub_w = submap
+    batch = density.shape[0]
+    tiles = density.reshape(batch, rows, sub_h, cols, sub_w).permute(0, 1, 3, 2, 4)
+    return tiles.reshape(batch, rows * cols, sub_h * sub_w)
+
+
+class PixelHead(nn.Module):
+    """Branches -> V (B x P x Z) through a one-channel map at the density map's resolution.
+
+    Every branch is brought to the density size and concatenated; a 1x1 and a 3x3 conv-BN-ReLU
+    and a 1x1 conv with ReLU give the non-negative map, unfolded per patch.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_branches: int, width: int = 64) -> None:
+        super().__init__()
+        self.grid = cfg.grid
+        self.submap = cfg.active_submap_size
+        self.size = cfg.density_size
+        self.merge = conv_bn(sum(cfg.branch_channels[:num_branches]), width, 1)
+        self.head = nn.Sequential(conv_bn(width, width, 3), nn.Conv2d(width, 1, 1), nn.ReLU())
+
+    def forward(self, branches: list[torch.Tensor]) -> torch.Tensor:
+        features = torch.cat([resize_to(x, self.size) for x in branches], dim=1)
+        return unfold_patches(self.head(self.merge(features)), self.grid, self.submap)
+
+
 class VisualFeatureExtractor(nn.Module):
     """VFE (Eq. 5): B x 3 x H x W image (and optionally A for the fusions) -> V, B x P x Z."""
 
@@ -126,7 +174,8 @@ class VisualFeatureExtractor(nn.Module):
         super().__init__()
         self.stem = Stem(cfg.branch_channels[0], cfg.stem_stride)
         self.branches = MultiScaleBranches(cfg, audio_dim)
-        self.merge_head = MergeHead(cfg, self.branches.num_branches)
+        head = PixelHead if cfg.patch_embedding == "pixels" else MergeHead
+        self.merge_head = head(cfg, self.branches.num_branches)
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
         return self.merge_head(self.branches(self.stem(image), audio))
