@@ -204,3 +204,31 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     return path
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """What `warm_start` copied: tensors matched by name and shape, and the model's tensors it left as they were."""
+
+    source: Path
+    copied: list[str]
+    kept: list[str]
+
+
+def warm_start(model: Any, spec: str | Path) -> WarmStart:
+    """Copy into `model` every tensor of checkpoint `spec` whose name and shape match; leave the rest.
+
+    For starting one variant from another's training (e.g. CC-AV from a trained CC-V: the whole
+    visual path carries over, the audio parts start fresh). A checkpoint that shares nothing
+    with the model is an error, not a silent fresh start.
+    """
+    source = resolve_checkpoint(spec)
+    tensors = load_checkpoint(source).model.state_dict()  # verifies the file's digest and config
+    own = model.state_dict()
+    matching = {n: t for n, t in tensors.items() if n in own and tuple(t.shape) == tuple(own[n].shape)}
+    if not matching:
+        raise CheckpointError(f"{source}: no tensor matches this model by name and shape; nothing to start from")
+    with torch.no_grad():
+        for name, tensor in matching.items():
+            own[name].copy_(tensor)
+    return WarmStart(source=source, copied=sorted(matching), kept=sorted(set(own) - set(matching)))

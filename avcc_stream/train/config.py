@@ -26,6 +26,11 @@ class _Strict(BaseModel):
 class ModelSection(_Strict):
     preset: str = Field(title="avcc_stream.model preset, e.g. cc-av-lowres")
     overrides: dict[str, Any] = Field(default_factory=dict, title="ModelConfig fields to override")
+    init_from: str | None = Field(
+        None,
+        title="checkpoint (path or builtin:NAME) whose tensors of matching name and shape start this run "
+        "(e.g. CC-AV from a trained CC-V); ignored when resuming",
+    )
 
 
 class DataSection(_Strict):

@@ -307,7 +307,19 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed % 2**32)
         random.seed(cfg.train.seed)
-        model = build_model(self.model_cfg).to(self.device)
+        model = build_model(self.model_cfg)
+        if cfg.model.init_from:
+            # Before the optimizer exists; a resumed run overwrites these weights with its state.
+            from avcc_stream.model.checkpoint import warm_start
+
+            started = warm_start(model, cfg.model.init_from)
+            if ctx.is_main:
+                print(
+                    f"warm start from {started.source}: {len(started.copied)} tensors copied, "
+                    f"{len(started.kept)} start fresh",
+                    flush=True,
+                )
+        model = model.to(self.device)
         torch.manual_seed(cfg.train.seed + 1_000_003 * (ctx.rank + 1))
         self.channels_last = cfg.train.channels_last and self.device.type == "cuda"
         if self.channels_last:

@@ -88,3 +88,41 @@ def test_half_precision_checkpoints_round_trip(tiny_dataset: Path, tmp_path: Pat
             assert torch.equal(tensor, full[name].to(torch.float16).float()), name
         else:
             assert torch.equal(tensor, full[name]), name
+
+
+def test_init_from_starts_cc_av_from_a_trained_cc_v(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The warm start copies every tensor whose name and shape match (the visual path), and the
+    audio parts start fresh; the run then trains on from there."""
+    from avcc_stream.model.checkpoint import warm_start
+    from avcc_stream.model.config import ModelConfig
+    from avcc_stream.model.network import build_model
+    from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
+
+    source = make_random_checkpoint(tmp_path, "cc-v-lowres", seed=4, **SMALL_WIDTHS)
+    cc_v = load_checkpoint(source).model.state_dict()
+    torch.manual_seed(9)
+    cc_av = build_model(ModelConfig.from_preset("cc-av-lowres", **SMALL_WIDTHS))
+    started = warm_start(cc_av, source)
+    weights = cc_av.state_dict()
+    assert "vfe.stem.layers.0.0.weight" in started.copied and torch.equal(
+        weights["vfe.stem.layers.0.0.weight"], cc_v["vfe.stem.layers.0.0.weight"]
+    )
+    assert any(name.startswith("afe.") for name in started.kept)
+    assert not any(name.startswith("afe.") for name in started.copied)
+
+    data = small_config_dict(tiny_dataset)
+    data["model"]["init_from"] = str(source)
+    out = tmp_path / "warm"
+    train(TrainConfig.model_validate(data), out, progress=False)
+    assert (out / "best.safetensors").is_file()
+
+
+def test_init_from_a_checkpoint_that_shares_nothing_is_an_error(tmp_path: Path) -> None:
+    from avcc_stream.model.checkpoint import CheckpointError, warm_start
+    from avcc_stream.model.config import ModelConfig
+    from avcc_stream.model.network import build_model
+    from tests.model.helpers import make_random_checkpoint
+
+    source = make_random_checkpoint(tmp_path, "csrnet-lowres")
+    with pytest.raises(CheckpointError, match="no tensor matches this model"):
+        warm_start(build_model(ModelConfig.from_preset("cc-v-lowres")), source)
