@@ -3,9 +3,9 @@
 The count check runs on synthetic scenes made here from seeds the training data never used
 (its per-sample seeds derive from 20261125), so it guards against shipping a model that
 guesses a constant, or a file that loads into the wrong preset. The bars are regression guards
-set below what the shipped files reach on these 16 scenes (Pearson r 0.79 for cc-av-512, 0.40
-for the weak vision-only fallback cc-v-lowres), well above the ~0 of an untrained or constant
-model; docs/results.md has the real evaluation.
+set below what the shipped files reach on these 16 scenes (Pearson r 0.79 for cc-av-512, 0.58
+for the vision-only fallback cc-v-512, measured on the build machine), well
+above the ~0 of an untrained or constant model; docs/results.md has the real evaluation.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def fresh_scenes() -> list:
     return [generate_sample(seed, size=(512, 288), max_people=300) for seed in FRESH_SEEDS]
 
 
-@pytest.mark.parametrize(("spec", "min_correlation"), [(SHIPPED_AUDIO_VISUAL, 0.6), (SHIPPED_VISION_ONLY, 0.25)])
+@pytest.mark.parametrize(("spec", "min_correlation"), [(SHIPPED_AUDIO_VISUAL, 0.6), (SHIPPED_VISION_ONLY, 0.4)])
 def test_a_shipped_model_counts_fresh_scenes_in_the_right_order(spec, min_correlation, fresh_scenes):
     loaded = load_checkpoint(resolve_checkpoint(spec))
     size = loaded.config.input_size
