@@ -10,7 +10,7 @@ whose picture shows nothing (a black or occluded frame), so CC-AV cannot count f
 where it matters most (measured: docs/model.md). `audio_values=True` uses ReLU(V + A) as the
 values, still non-negative, so A can add to every patch's sub-map.
 
-`residual=True` (ours) returns V + gamma * co-attention, gamma learnable from 0 (as the
+`residual=True` (ours) returns ReLU(V + gamma * co-attention), gamma learnable from 0 (as the
 fusions' gamma): a fresh network's map is V itself, and the co-attention learns a correction.
 Without it every patch's map is a mix of all patches' V rows, which with per-pixel V
 (`patch_embedding: pixels`) scrambles where the density goes and stalls training (docs/model.md).
