@@ -292,7 +292,9 @@ def stop_on_signals(flag: dict[str, bool]) -> Iterator[None]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, out_dir: Path, ctx: DistContext, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: TrainConfig, out_dir: Path, ctx: DistContext, progress: bool = True, resuming: bool = False
+    ) -> None:
         from avcc_stream.model import build_model
 
         self.cfg = cfg
@@ -308,8 +310,9 @@ class Trainer:
         np.random.seed(cfg.train.seed % 2**32)
         random.seed(cfg.train.seed)
         model = build_model(self.model_cfg)
-        if cfg.model.init_from:
-            # Before the optimizer exists; a resumed run overwrites these weights with its state.
+        if cfg.model.init_from and not resuming:
+            # Only a new run starts from it: a resumed run's weights come from its state, and the
+            # source file need not exist any more.
             from avcc_stream.model.checkpoint import warm_start
 
             started = warm_start(model, cfg.model.init_from)
@@ -592,12 +595,12 @@ def train(
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         ctx.barrier()
-        trainer = Trainer(cfg, out_dir, ctx, progress=progress)
-        if resume:
-            if (out_dir / STATE_FILE).exists():
-                trainer.load_state()
-            elif ctx.is_main:
-                print(f"no {STATE_FILE} in {out_dir}: starting a new run", flush=True)
+        resuming = resume and (out_dir / STATE_FILE).exists()
+        if resume and not resuming and ctx.is_main:
+            print(f"no {STATE_FILE} in {out_dir}: starting a new run", flush=True)
+        trainer = Trainer(cfg, out_dir, ctx, progress=progress, resuming=resuming)
+        if resuming:
+            trainer.load_state()
         return trainer.run(max_minutes=max_minutes, stop_after_steps=stop_after_steps)
     finally:
         shutdown_distributed(ctx)
