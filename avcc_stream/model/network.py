@@ -8,6 +8,7 @@ the density map, whose sum is the count.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from avcc_stream.model.audio import AudioFeatureExtractor
 from avcc_stream.model.avt import AudioVisualTransformer
 from avcc_stream.model.ccm import CoAttention, tile_patch_maps
 from avcc_stream.model.config import ModelConfig
+from avcc_stream.model.fill import AudioFill
 from avcc_stream.model.output import ModelOutput
 from avcc_stream.model.visual import VisualFeatureExtractor
 
@@ -35,6 +37,14 @@ def check_inputs(cfg: ModelConfig, images: torch.Tensor, audio: torch.Tensor | N
                 f"model {cfg.name} expects audio of shape {images.shape[0]} x {cfg.audio_num_samples} "
                 f"(16 kHz mono, prepare_audio), got {tuple(audio.shape)}"
             )
+
+
+class Encoded(NamedTuple):
+    """What `CrowdCounter.encode` hands to `decode`."""
+
+    visual: torch.Tensor  # V, B x P x Z
+    embedding: torch.Tensor | None  # A, B x Z (None for CC-V)
+    patch_features: torch.Tensor | None = None  # B x P x C, only for the audio fill
 
 
 class CrowdCounter(nn.Module):
@@ -68,19 +78,27 @@ class CrowdCounter(nn.Module):
             if cfg.use_ccm
             else None
         )
+        self.audio_fill = AudioFill(z, self.vfe.merge_head.width) if cfg.audio_fill else None
         # Density head: one learned positive scale. V stays O(1) for the attention products,
         # while a density pixel holds O(0.01) people; exp() keeps the map non-negative.
         self.density_log_scale = nn.Parameter(torch.tensor(math.log(cfg.density_scale_init)))
 
-    def encode(self, images: torch.Tensor, audio: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Images (and waveforms) -> V (B x P x Z) and A (B x Z, None for CC-V)."""
+    def encode(self, images: torch.Tensor, audio: torch.Tensor | None = None) -> Encoded:
+        """Images (and waveforms) -> V (B x P x Z), A (B x Z, None for CC-V) and, for the audio
+        fill, the visual features per patch."""
         check_inputs(self.config, images, audio)
         embedding = self.afe(audio) if self.afe is not None else None  # Eq. 1
         fusion_audio = embedding if self.config.audio_reaches_fusion else None
-        return self.vfe(images, fusion_audio), embedding  # Eq. 5
+        if self.audio_fill is not None:
+            visual, patch_features = self.vfe.with_patch_features(images, fusion_audio)
+            return Encoded(visual, embedding, patch_features)
+        return Encoded(self.vfe(images, fusion_audio), embedding)  # Eq. 5
 
-    def decode(self, visual: torch.Tensor, embedding: torch.Tensor | None) -> ModelOutput:
-        """V and A -> density map, count, patch counts and the AVT's outputs."""
+    def decode(
+        self, visual: torch.Tensor, embedding: torch.Tensor | None, patch_features: torch.Tensor | None = None
+    ) -> ModelOutput:
+        """V and A (and the patch features, for the audio fill) -> density map, count, patch counts
+        and the AVT's outputs."""
         cfg = self.config
         pir_logits = pir = pce = attention = None
         if self.avt is not None:
@@ -93,6 +111,10 @@ class CrowdCounter(nn.Module):
             dm_pre = self.ccm(attended, visual, embedding)  # Eq. 11 as model.md reads it
         else:
             dm_pre = attended  # without the CCM, DM_PRE = AV_ATTD
+        if self.audio_fill is not None:
+            if embedding is None or patch_features is None:
+                raise ValueError("the audio fill needs A and the patch features (use encode)")
+            dm_pre = dm_pre + self.audio_fill(embedding, patch_features)
         dm_pre = dm_pre * self.density_log_scale.exp()
         density = tile_patch_maps(dm_pre, cfg.grid, cfg.active_submap_size)
         return ModelOutput(

@@ -159,12 +159,20 @@ class PixelHead(nn.Module):
         self.grid = cfg.grid
         self.submap = cfg.active_submap_size
         self.size = cfg.density_size
+        self.width = width
         self.merge = conv_bn(sum(cfg.branch_channels[:num_branches]), width, 1)
         self.head = nn.Sequential(conv_bn(width, width, 3), nn.Conv2d(width, 1, 1), nn.ReLU())
 
+    def merged_features(self, branches: list[torch.Tensor]) -> torch.Tensor:
+        """Branches -> B x width x density size: what the one-channel map is predicted from."""
+        return self.merge(torch.cat([resize_to(x, self.size) for x in branches], dim=1))
+
+    def patches(self, features: torch.Tensor) -> torch.Tensor:
+        """Merged features -> V, B x P x Z."""
+        return unfold_patches(self.head(features), self.grid, self.submap)
+
     def forward(self, branches: list[torch.Tensor]) -> torch.Tensor:
-        features = torch.cat([resize_to(x, self.size) for x in branches], dim=1)
-        return unfold_patches(self.head(self.merge(features)), self.grid, self.submap)
+        return self.patches(self.merged_features(branches))
 
 
 class VisualFeatureExtractor(nn.Module):
@@ -179,3 +187,13 @@ class VisualFeatureExtractor(nn.Module):
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:
         return self.merge_head(self.branches(self.stem(image), audio))
+
+    def with_patch_features(
+        self, image: torch.Tensor, audio: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """V and the pixel head's merged features averaged per patch (B x P x width), for the audio fill."""
+        if not isinstance(self.merge_head, PixelHead):
+            raise ValueError("per-patch visual features need patch_embedding='pixels'")
+        features = self.merge_head.merged_features(self.branches(self.stem(image), audio))
+        per_patch = nn.functional.adaptive_avg_pool2d(features, self.merge_head.grid).flatten(2).transpose(1, 2)
+        return self.merge_head.patches(features), per_patch

@@ -1,0 +1,95 @@
+"""`audio_fill`: the sound adds density per patch through a visibility gate, and a fresh fill
+changes nothing (docs/model.md, "Audio fill")."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avcc_stream.model import ModelConfig, build_model
+from avcc_stream.model.fill import AudioFill
+
+from .helpers import SMALL_WIDTHS, random_batch
+from .test_gradients import parameters_without_gradient
+
+FILL = {"patch_embedding": "pixels", "ccm_residual": True, "audio_fill": True}
+
+
+def test_fill_is_gate_times_beta_times_the_sound_map_per_patch():
+    torch.manual_seed(0)
+    fill = AudioFill(embed_dim=6, feature_channels=4)
+    with torch.no_grad():
+        fill.beta.fill_(2.0)
+    audio = torch.tensor([[1.0, -1.0, 0.5, 0.0, 3.0, -2.0]])
+    features = torch.randn(1, 5, 4)
+    out = fill(audio, features)
+    gate = fill.visibility_gate(features)
+    assert out.shape == (1, 5, 6) and gate.shape == (1, 5)
+    assert ((gate > 0) & (gate < 1)).all()
+    # The sound map starts as the identity: ReLU(A) itself, the same sub-map for every patch.
+    expected = gate[..., None] * 2.0 * torch.relu(audio)[:, None, :]
+    torch.testing.assert_close(out, expected)
+    # The gate reads each patch's own features: different patches get different shares.
+    assert gate.std() > 0
+
+
+def test_visibility_gate_depends_on_the_whole_frame_too():
+    torch.manual_seed(0)
+    fill = AudioFill(embed_dim=4, feature_channels=3)
+    patch = torch.randn(1, 1, 3)
+    alone = fill.visibility_gate(torch.cat([patch, torch.zeros(1, 1, 3)], dim=1))[0, 0]
+    with_bright_frame = fill.visibility_gate(torch.cat([patch, torch.full((1, 1, 3), 5.0)], dim=1))[0, 0]
+    assert alone != with_bright_frame
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_a_fresh_fill_leaves_the_network_unchanged(mode):
+    """beta = 0: the same weights with and without the fill give the same density map."""
+    torch.manual_seed(0)
+    with_fill = build_model(ModelConfig.from_preset("cc-av-512", **FILL, **SMALL_WIDTHS))
+    without = build_model(ModelConfig.from_preset("cc-av-512", **{**FILL, "audio_fill": False}, **SMALL_WIDTHS))
+    missing, unexpected = without.load_state_dict(with_fill.state_dict(), strict=False)
+    assert missing == [] and all(name.startswith("audio_fill.") for name in unexpected)
+    with_fill.train(mode == "train")
+    without.train(mode == "train")
+    batch = random_batch(with_fill.config, 2)
+    torch.manual_seed(1)  # the same dropout masks for both
+    with torch.no_grad():
+        a = with_fill(*batch)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        b = without(*batch)
+    torch.testing.assert_close(a.density, b.density)
+
+
+def test_once_beta_grows_the_sound_counts_a_black_frame_and_more_for_a_louder_one():
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("cc-av-512", **FILL, **SMALL_WIDTHS)
+    model = build_model(cfg).eval()
+    black = torch.zeros(2, 3, cfg.input_size[1], cfg.input_size[0])
+    _, audio = random_batch(cfg, 2)
+    with torch.no_grad():
+        before = model(black, audio).count
+        model.audio_fill.beta.fill_(1.0)
+        encoded = model.encode(black, audio)
+        louder = model.decode(encoded.visual, encoded.embedding.abs() * 3, encoded.patch_features).count
+        after = model.decode(*encoded).count
+    assert (after > before).all()
+    assert (louder > after).all()
+
+
+def test_every_parameter_of_the_fill_variant_learns():
+    """Two steps: the first moves beta from 0, after which the gate and the sound map get gradients."""
+    assert parameters_without_gradient(ModelConfig.from_preset("cc-av-512", **FILL, **SMALL_WIDTHS)) == []
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides", "message"),
+    [
+        ("cc-av-512", {"audio_fill": True}, r"patch_embedding='pixels'"),
+        ("cc-v-512", {"audio_fill": True, "patch_embedding": "pixels"}, "use_audio=True"),
+    ],
+)
+def test_fill_without_what_it_needs_is_a_clear_config_error(preset, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig.from_preset(preset, **overrides)
