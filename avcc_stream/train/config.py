@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -26,11 +26,17 @@ class _Strict(BaseModel):
 class ModelSection(_Strict):
     preset: str = Field(title="avcc_stream.model preset, e.g. cc-av-lowres")
     overrides: dict[str, Any] = Field(default_factory=dict, title="ModelConfig fields to override")
-    init_from: str | None = Field(
-        None,
-        title="checkpoint (path or builtin:NAME) whose tensors of matching name and shape start this run "
-        "(e.g. CC-AV from a trained CC-V); ignored when resuming",
+    init_from: list[str] = Field(
+        default_factory=list,
+        title="checkpoints (path or builtin:NAME), in order, whose tensors of matching name and shape "
+        "start this run (e.g. CC-AV from a trained CC-V); a later one overrides an earlier one where "
+        "both have a tensor; one path alone is fine; ignored when resuming",
     )
+
+    @field_validator("init_from", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else ([] if value is None else value)
 
 
 class DataSection(_Strict):

@@ -315,13 +315,14 @@ class Trainer:
             # source file need not exist any more.
             from avcc_stream.model.checkpoint import warm_start
 
-            started = warm_start(model, cfg.model.init_from)
-            if ctx.is_main:
-                print(
-                    f"warm start from {started.source}: {len(started.copied)} tensors copied, "
-                    f"{len(started.kept)} start fresh",
-                    flush=True,
-                )
+            for source in cfg.model.init_from:
+                started = warm_start(model, source)
+                if ctx.is_main:
+                    print(
+                        f"warm start from {started.source}: {len(started.copied)} tensors copied, "
+                        f"{len(started.kept)} not in it",
+                        flush=True,
+                    )
         model = model.to(self.device)
         torch.manual_seed(cfg.train.seed + 1_000_003 * (ctx.rank + 1))
         self.channels_last = cfg.train.channels_last and self.device.type == "cuda"

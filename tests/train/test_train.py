@@ -124,6 +124,26 @@ def test_init_from_starts_cc_av_from_a_trained_cc_v(tiny_dataset: Path, tmp_path
     assert result.global_step == 4 and (out / "best.safetensors").is_file()
 
 
+def test_init_from_several_checkpoints_applies_them_in_order(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The audio parts come from the first (a CC-AV), everything the second (a CC-V) has from it."""
+    from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
+
+    cc_av = make_random_checkpoint(tmp_path / "av", "cc-av-lowres", seed=3, **SMALL_WIDTHS)
+    cc_v = make_random_checkpoint(tmp_path / "v", "cc-v-lowres", seed=4, **SMALL_WIDTHS)
+    first, second = load_checkpoint(cc_av).model.state_dict(), load_checkpoint(cc_v).model.state_dict()
+    audio_weight = next(name for name in first if name.startswith("afe.") and name.endswith(".weight"))
+    stem = "vfe.stem.layers.0.0.weight"
+    assert not torch.allclose(first[stem], second[stem], atol=0.1)
+
+    data = small_config_dict(tiny_dataset, epochs=1)
+    data["model"]["init_from"] = [str(cc_av), str(cc_v)]
+    out = tmp_path / "warm"
+    train(TrainConfig.model_validate(data), out, progress=False, stop_after_steps=1)
+    weights = _weights(out)["model"]
+    assert torch.allclose(weights[stem], second[stem], atol=3e-3)  # one Adam step moves ~1e-3
+    assert torch.allclose(weights[audio_weight], first[audio_weight], atol=3e-3)
+
+
 def test_init_from_a_checkpoint_that_shares_nothing_is_an_error(tmp_path: Path) -> None:
     from avcc_stream.model.checkpoint import CheckpointError, warm_start
     from avcc_stream.model.config import ModelConfig
