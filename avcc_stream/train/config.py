@@ -49,13 +49,37 @@ class DataSection(_Strict):
     blackout_probability: float = Field(
         0.0, ge=0.0, le=1.0, title="share of training images replaced by black (occlusion rate 1): the sound must count"
     )
-    val_setting: str = Field("regular", title="degradation setting of the validation images (avcc_stream.data.degrade)")
+    val_settings: list[str] = Field(
+        default_factory=lambda: ["regular"],
+        title="degradation settings of the validation images (avcc_stream.data.degrade names, e.g. regular, "
+        "lowlight25, occlusion:1); the best checkpoint has the lowest MAE averaged over them, so an "
+        "audio-visual model is chosen for what the sound is for too; one name alone is fine",
+    )
     max_train_samples: int | None = Field(None, ge=1, title="use only the first N training samples (smoke runs)")
     samples_per_epoch: int | None = Field(
         None, ge=1, title="an epoch is this many samples, a new random subset each epoch (None: the whole split)"
     )
     max_val_samples: int | None = Field(None, ge=1, title="use only the first N validation samples")
     num_workers: int = Field(0, ge=0, title="DataLoader worker processes")
+
+
+    @field_validator("val_settings", mode="before")
+    @classmethod
+    def _one_or_many_settings(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("val_settings")
+    @classmethod
+    def _known_settings(cls, value: list[str]) -> list[str]:
+        from avcc_stream.data.degrade import setting
+
+        if not value:
+            raise ValueError("give at least one validation setting (e.g. regular)")
+        for name in value:
+            setting(name)  # ValueError naming the unknown setting and the known ones
+        if len(set(value)) != len(value):
+            raise ValueError(f"a validation setting is listed twice: {value}")
+        return value
 
 
 class OptimSection(_Strict):

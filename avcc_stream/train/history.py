@@ -16,6 +16,8 @@ EPOCH_FIELDS = (
     "epoch", "global_step", "lr", "train_loss", "train_mae", "val_mae", "val_rmse", "val_mean_count",
     "best_val_mae", "elapsed_s",
 )
+# One row per validation setting per evaluation (metrics.csv's val_mae is their average).
+VAL_FIELDS = ("epoch", "global_step", "setting", "mae", "rmse", "mean_count")
 
 
 def append_row(path: Path, fields: tuple[str, ...], row: dict[str, Any]) -> None:

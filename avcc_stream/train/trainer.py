@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from avcc_stream.train.config import TrainConfig
 from avcc_stream.train.distributed import DistContext, init_distributed, shutdown_distributed
-from avcc_stream.train.history import EPOCH_FIELDS, STEP_FIELDS, append_row, plot_history
+from avcc_stream.train.history import EPOCH_FIELDS, STEP_FIELDS, VAL_FIELDS, append_row, plot_history
 from avcc_stream.train.metrics import CountErrors
 
 STATE_FILE = "state.pt"
@@ -112,7 +112,8 @@ def _limit(source: Any, limit: int | None) -> Any:
     return source if limit is None or limit >= len(source) else Subset(source, range(limit))
 
 
-def build_datasets(cfg: TrainConfig, model_cfg: Any) -> tuple[Any, Any]:
+def build_datasets(cfg: TrainConfig, model_cfg: Any) -> tuple[Any, dict[str, Any]]:
+    """The training set and one validation set per validation setting (name -> dataset)."""
     from avcc_stream.data.datasets import open_dataset
     from avcc_stream.data.degrade import setting
     from avcc_stream.data.training import Augmentation, CrowdTrainingDataset
@@ -126,9 +127,10 @@ def build_datasets(cfg: TrainConfig, model_cfg: Any) -> tuple[Any, Any]:
     )
     if data.augment and data.blackout_probability > 0:
         train = BlackoutDataset(train, data.blackout_probability, data.seed)
-    val = CrowdTrainingDataset(
-        val_source, model_cfg, augment=False, degradation=setting(data.val_setting), seed=data.seed
-    )
+    val = {
+        name: CrowdTrainingDataset(val_source, model_cfg, augment=False, degradation=setting(name), seed=data.seed)
+        for name in data.val_settings
+    }
     return train, val
 
 
@@ -340,7 +342,7 @@ class Trainer:
             model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
         )
 
-        self.train_set, val_set = build_datasets(cfg, self.model_cfg)
+        self.train_set, val_sets = build_datasets(cfg, self.model_cfg)
         if len(self.train_set) < cfg.train.batch_size * ctx.world_size:
             raise TrainingError(
                 f"{cfg.data.root} split {cfg.data.train_split!r} has {len(self.train_set)} samples, fewer than one "
@@ -353,11 +355,13 @@ class Trainer:
             self.train_set, batch_size=cfg.train.batch_size, sampler=self.sampler, drop_last=True,
             num_workers=workers, generator=torch.Generator(), pin_memory=self.device.type == "cuda",
         )
-        val_shard = Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size))
-        self.val_loader = DataLoader(
-            val_shard, batch_size=cfg.train.val_batch_size, shuffle=False, num_workers=workers,
-            generator=torch.Generator(),
-        )
+        self.val_loaders = {
+            name: DataLoader(
+                Subset(val_set, range(ctx.rank, len(val_set), ctx.world_size)), batch_size=cfg.train.val_batch_size,
+                shuffle=False, num_workers=workers, generator=torch.Generator(),
+            )
+            for name, val_set in val_sets.items()
+        }
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, cfg)
         )
@@ -441,7 +445,7 @@ class Trainer:
             "global_step": self.global_step,
             "val_mae": val_mae,
             "val_split": self.cfg.data.val_split,
-            "val_setting": self.cfg.data.val_setting,
+            "val_settings": self.cfg.data.val_settings,
             "train_seconds": round(self.elapsed(), 1),
         }
 
@@ -450,32 +454,48 @@ class Trainer:
     def validate_and_record(self, running: dict[str, float]) -> float:
         from avcc_stream.model.checkpoint import save_checkpoint
 
-        errors = count_errors(self.model, self.val_loader, self.device, self.model_cfg.uses_audio, self.dtype,
-                              self.channels_last)
-        errors = CountErrors.from_tensor(self.ctx.sum(errors.as_tensor()))
+        by_setting = {
+            name: CountErrors.from_tensor(self.ctx.sum(count_errors(
+                self.model, loader, self.device, self.model_cfg.uses_audio, self.dtype, self.channels_last
+            ).as_tensor()))
+            for name, loader in self.val_loaders.items()
+        }
+        # The selection metric: MAE (and RMSE) averaged over the validation settings.
+        val_mae = sum(e.mae for e in by_setting.values()) / len(by_setting)
+        val_rmse = sum(e.rmse for e in by_setting.values()) / len(by_setting)
         epoch_value = round(self.epoch + self.step_in_epoch / max(1, self.steps_per_epoch), 3)
         if self.ctx.is_main:
             storage = None if self.cfg.train.checkpoint_dtype == "float32" else getattr(torch, self.cfg.train.checkpoint_dtype)
-            if errors.mae < self.best_mae:
-                self.best_mae, self.best_epoch = errors.mae, epoch_value
-                save_checkpoint(self.out_dir / BEST_FILE, self.model, self.provenance(errors.mae), storage)
-            save_checkpoint(self.out_dir / LAST_FILE, self.model, self.provenance(errors.mae), storage)
+            if val_mae < self.best_mae:
+                self.best_mae, self.best_epoch = val_mae, epoch_value
+                save_checkpoint(self.out_dir / BEST_FILE, self.model, self.provenance(val_mae), storage)
+            save_checkpoint(self.out_dir / LAST_FILE, self.model, self.provenance(val_mae), storage)
             n = max(1.0, running["n"])
             append_row(self.out_dir / "metrics.csv", EPOCH_FIELDS, {
                 "epoch": epoch_value, "global_step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
                 "train_loss": running["loss"] / max(1.0, running["batches"]), "train_mae": running["abs"] / n,
-                "val_mae": errors.mae, "val_rmse": errors.rmse, "val_mean_count": errors.mean_count,
+                "val_mae": val_mae, "val_rmse": val_rmse,
+                "val_mean_count": next(iter(by_setting.values())).mean_count,
                 "best_val_mae": self.best_mae, "elapsed_s": round(self.elapsed(), 1),
             })
+            for name, errors in by_setting.items():
+                append_row(self.out_dir / "val.csv", VAL_FIELDS, {
+                    "epoch": epoch_value, "global_step": self.global_step, "setting": name,
+                    "mae": errors.mae, "rmse": errors.rmse, "mean_count": errors.mean_count,
+                })
             plot_history(self.out_dir, f"{self.model_cfg.name}: {self.out_dir.name}")
+            detail = (
+                "" if len(by_setting) == 1
+                else " [" + ", ".join(f"{name} {e.mae:.2f}" for name, e in by_setting.items()) + "]"
+            )
             print(
-                f"[{self.model_cfg.name}] epoch {epoch_value}: val MAE {errors.mae:.2f} RMSE {errors.rmse:.2f} "
-                f"(mean count {errors.mean_count:.1f}; best {self.best_mae:.2f} at epoch {self.best_epoch})",
+                f"[{self.model_cfg.name}] epoch {epoch_value}: val MAE {val_mae:.2f} RMSE {val_rmse:.2f}{detail} "
+                f"(best {self.best_mae:.2f} at epoch {self.best_epoch})",
                 flush=True,
             )
         # Every process needs the best MAE in its state (rank 0 writes it, but keep them equal).
         self.best_mae = float(self.ctx.sum(torch.tensor([self.best_mae if self.ctx.is_main else 0.0], dtype=torch.float64)))
-        return errors.mae
+        return val_mae
 
     def run(self, max_minutes: float | None = None, stop_after_steps: int | None = None) -> TrainResult:
         from tqdm import tqdm

@@ -66,3 +66,15 @@ def test_shipped_and_paper_configs_are_valid() -> None:
     for path in configs:
         cfg = load_config(path)
         assert cfg.model_config_object().name == cfg.model.preset
+
+
+def test_validation_settings_are_checked_by_name(tmp_path: Path) -> None:
+    data = small_config_dict(tmp_path)
+    data["data"]["val_settings"] = "lowlight25"
+    assert load_config(write_config(tmp_path / "one.yaml", data)).data.val_settings == ["lowlight25"]
+    data["data"]["val_settings"] = ["regular", "darkness"]
+    with pytest.raises(ConfigError, match=r"bad\.yaml: data\.val_settings: .*unknown degradation setting 'darkness'"):
+        load_config(write_config(tmp_path / "bad.yaml", data))
+    data["data"]["val_settings"] = ["regular", "regular"]
+    with pytest.raises(ConfigError, match="listed twice"):
+        load_config(write_config(tmp_path / "twice.yaml", data))

@@ -31,7 +31,7 @@ def _worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
         result = trainer.run()
         params = {name: p.detach() for name, p in trainer.model.named_parameters()}
         torch.save({"step": result.global_step, "params": params,
-                    "val_batches": len(trainer.val_loader)}, Path(out) / f"rank{rank}.pt")
+                    "val_batches": len(trainer.val_loaders["regular"])}, Path(out) / f"rank{rank}.pt")
     finally:
         shutdown_distributed(ctx)
 

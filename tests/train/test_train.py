@@ -37,6 +37,27 @@ def test_two_steps_write_checkpoint_csv_and_plot(tiny_dataset: Path, tmp_path: P
         train(config(tiny_dataset), out, progress=False)
 
 
+def test_best_checkpoint_is_chosen_on_the_mean_over_validation_settings(tiny_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    data = small_config_dict(tiny_dataset, epochs=2)
+    data["data"]["val_settings"] = ["regular", "occlusion:1"]
+    train(TrainConfig.model_validate(data), out, progress=False)
+    epochs = list(csv.DictReader((out / "metrics.csv").open()))
+    per_setting = list(csv.DictReader((out / "val.csv").open()))
+    assert [(r["global_step"], r["setting"]) for r in per_setting] == [
+        ("2", "regular"), ("2", "occlusion:1"), ("4", "regular"), ("4", "occlusion:1")
+    ]
+    # A black frame and the clear picture are counted differently, so the two MAEs differ.
+    assert per_setting[0]["mae"] != per_setting[1]["mae"]
+    for row in epochs:
+        maes = [float(r["mae"]) for r in per_setting if r["global_step"] == row["global_step"]]
+        assert float(row["val_mae"]) == pytest.approx(sum(maes) / 2, rel=1e-4)  # the CSV keeps 6 digits
+    best = min(float(r["val_mae"]) for r in epochs)
+    provenance = load_checkpoint(out / "best.safetensors").header["provenance"]
+    assert provenance["val_mae"] == pytest.approx(best, rel=1e-5)
+    assert provenance["val_settings"] == ["regular", "occlusion:1"]
+
+
 def _weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "state.pt", map_location="cpu", weights_only=True)
 
