@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Architecture = Literal["cc", "csrnet", "audiocsrnet"]
 AudioBackbone = Literal["vggish", "vggish-conv"]
@@ -91,11 +91,19 @@ class ModelConfig(BaseModel):
         title="DM_PRE = ReLU(V + gamma * co-attention), gamma from 0, instead of the co-attention alone "
         "(ours; pairs with patch_embedding: pixels, docs/model.md)",
     )
-    audio_fill: bool = Field(
-        False,
-        title="add to DM_PRE, per patch, a sound-made sub-map times a visibility gate read from the "
-        "patch's visual features: the sound counts where the picture cannot see (ours; docs/model.md)",
+    audio_fill: Literal["off", "add", "blend"] = Field(
+        "off",
+        title="visibility-gated audio fill (ours; docs/model.md): per patch, a gate read from the patch's "
+        "visual features decides how far the sound's own sub-map counts there; add: DM_PRE + gate x "
+        "beta x sound; blend: a per-patch weighted mean of DM_PRE and the sound (true = add)",
     )
+
+    @field_validator("audio_fill", mode="before")
+    @classmethod
+    def _fill_from_bool(cls, value: Any) -> Any:
+        # Session 4's first recipe wrote `audio_fill: true` (then a bool); its checkpoints still load.
+        return {True: "add", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     use_pir_pce_losses: bool = Field(True, title="supervise PIR and PCE (Eq. 8, 10)")
 
     # --- losses (Eq. 13) ---
@@ -140,9 +148,11 @@ class ModelConfig(BaseModel):
             raise ValueError("ccm_values='audio_visual' needs use_audio=True and use_ccm=True")
         if self.ccm_residual and not self.use_ccm:
             raise ValueError("ccm_residual=True needs use_ccm=True (it is a form of the co-attention)")
-        if self.audio_fill and not (self.use_audio and self.patch_embedding == "pixels"):
-            raise ValueError("audio_fill=True needs use_audio=True and patch_embedding='pixels'")
-        if self.use_audio and not (self.audio_reaches_fusion or self.use_avt or self.use_ccm or self.audio_fill):
+        if self.audio_fill != "off" and not (self.use_audio and self.patch_embedding == "pixels"):
+            raise ValueError(f"audio_fill={self.audio_fill!r} needs use_audio=True and patch_embedding='pixels'")
+        if self.use_audio and not (
+            self.audio_reaches_fusion or self.use_avt or self.use_ccm or self.audio_fill != "off"
+        ):
             raise ValueError("use_audio=True but no part of the network uses the audio; set use_audio=False")
         if self.submap_size is not None and self.submap_size[0] * self.submap_size[1] != self.embed_dim:
             raise ValueError(f"submap_size {self.submap_size} must hold embed_dim={self.embed_dim} values")

@@ -78,7 +78,9 @@ class CrowdCounter(nn.Module):
             if cfg.use_ccm
             else None
         )
-        self.audio_fill = AudioFill(z, self.vfe.merge_head.width) if cfg.audio_fill else None
+        self.audio_fill = (
+            AudioFill(z, self.vfe.merge_head.width, cfg.audio_fill) if cfg.audio_fill != "off" else None
+        )
         # Density head: one learned positive scale. V stays O(1) for the attention products,
         # while a density pixel holds O(0.01) people; exp() keeps the map non-negative.
         self.density_log_scale = nn.Parameter(torch.tensor(math.log(cfg.density_scale_init)))
@@ -114,7 +116,7 @@ class CrowdCounter(nn.Module):
         if self.audio_fill is not None:
             if embedding is None or patch_features is None:
                 raise ValueError("the audio fill needs A and the patch features (use encode)")
-            dm_pre = dm_pre + self.audio_fill(embedding, patch_features)
+            dm_pre = self.audio_fill(dm_pre, embedding, patch_features)
         dm_pre = dm_pre * self.density_log_scale.exp()
         density = tile_patch_maps(dm_pre, cfg.grid, cfg.active_submap_size)
         return ModelOutput(

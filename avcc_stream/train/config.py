@@ -93,6 +93,20 @@ class OptimSection(_Strict):
     warmup_steps: int = Field(0, ge=0, title="linear warm-up from 0 over this many optimizer steps")
     min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0, title="final lr / lr of the cosine schedule")
     grad_clip: float | None = Field(None, gt=0.0, title="clip the gradient norm to this (None: no clipping)")
+    lr_multipliers: dict[str, float] = Field(
+        default_factory=dict,
+        title="parameter-name prefix -> lr multiplier (longest prefix wins), e.g. {audio_fill.: 25} so the "
+        "fresh parts of a warm-started network learn at their own pace; a prefix that matches no "
+        "parameter is an error",
+    )
+
+    @field_validator("lr_multipliers")
+    @classmethod
+    def _positive_multipliers(cls, value: dict[str, float]) -> dict[str, float]:
+        for prefix, factor in value.items():
+            if not factor > 0:
+                raise ValueError(f"lr multiplier for {prefix!r} must be > 0, got {factor}")
+        return value
 
 
 class TrainSection(_Strict):

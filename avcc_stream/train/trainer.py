@@ -177,6 +177,24 @@ def count_errors(model: torch.nn.Module, loader: DataLoader, device: torch.devic
     return errors
 
 
+def parameter_groups(model: torch.nn.Module, lr: float, multipliers: dict[str, float]) -> list[dict[str, Any]]:
+    """Adam's parameter groups: the first at the base lr (the one logged), then one per multiplier.
+
+    Each parameter goes to the longest prefix of `multipliers` its name starts with.
+    """
+    grouped: dict[str, list[torch.nn.Parameter]] = {"": []}
+    grouped.update({prefix: [] for prefix in multipliers})
+    for name, parameter in model.named_parameters():
+        prefix = max((p for p in multipliers if name.startswith(p)), key=len, default="")
+        grouped[prefix].append(parameter)
+    unused = [prefix for prefix in multipliers if not grouped[prefix]]
+    if unused:
+        raise TrainingError(f"optim.lr_multipliers: no parameter name starts with {', '.join(map(repr, unused))}")
+    return [{"params": grouped[""], "lr": lr}] + [
+        {"params": grouped[prefix], "lr": lr * factor} for prefix, factor in multipliers.items()
+    ]
+
+
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     """Multiplier of the base lr before optimizer step `step` (0-based)."""
     optim = cfg.optim
@@ -339,7 +357,8 @@ class Trainer:
         self.dtype = amp_dtype(cfg.train.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         self.optimizer = torch.optim.Adam(
-            model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+            parameter_groups(model, cfg.optim.lr, cfg.optim.lr_multipliers),
+            lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
         )
 
         self.train_set, val_sets = build_datasets(cfg, self.model_cfg)

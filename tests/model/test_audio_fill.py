@@ -12,25 +12,41 @@ from avcc_stream.model.fill import AudioFill
 from .helpers import SMALL_WIDTHS, random_batch
 from .test_gradients import parameters_without_gradient
 
-FILL = {"patch_embedding": "pixels", "ccm_residual": True, "audio_fill": True}
+FILL = {"patch_embedding": "pixels", "ccm_residual": True, "audio_fill": "add"}
 
 
-def test_fill_is_gate_times_beta_times_the_sound_map_per_patch():
+def test_add_mode_adds_gate_times_beta_times_the_sound_map_per_patch():
     torch.manual_seed(0)
-    fill = AudioFill(embed_dim=6, feature_channels=4)
+    fill = AudioFill(embed_dim=6, feature_channels=4, mode="add")
     with torch.no_grad():
         fill.beta.fill_(2.0)
     audio = torch.tensor([[1.0, -1.0, 0.5, 0.0, 3.0, -2.0]])
     features = torch.randn(1, 5, 4)
-    out = fill(audio, features)
+    dm_pre = torch.rand(1, 5, 6)
+    out = fill(dm_pre, audio, features)
     gate = fill.visibility_gate(features)
     assert out.shape == (1, 5, 6) and gate.shape == (1, 5)
     assert ((gate > 0) & (gate < 1)).all()
     # The sound map starts as the identity: ReLU(A) itself, the same sub-map for every patch.
-    expected = gate[..., None] * 2.0 * torch.relu(audio)[:, None, :]
-    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(out, dm_pre + gate[..., None] * 2.0 * torch.relu(audio)[:, None, :])
     # The gate reads each patch's own features: different patches get different shares.
     assert gate.std() > 0
+
+
+def test_blend_mode_is_a_per_patch_weighted_mean_of_picture_and_sound():
+    torch.manual_seed(0)
+    fill = AudioFill(embed_dim=6, feature_channels=4, mode="blend")
+    audio = torch.tensor([[1.0, -1.0, 0.5, 0.0, 3.0, -2.0]])
+    features = torch.randn(2, 5, 4)
+    dm_pre = torch.rand(2, 5, 6)
+    gate = fill.visibility_gate(features)[..., None]
+    with torch.no_grad():
+        fill.beta.fill_(0.5)
+        torch.testing.assert_close(fill(dm_pre, audio, features), (1 - 0.5 * gate) * dm_pre + 0.5 * gate * torch.relu(audio))
+        fill.beta.fill_(3.0)  # past 1 the picture's share turns negative; the ReLU keeps the map >= 0
+        out = fill(dm_pre, audio, features)
+    torch.testing.assert_close(out, torch.relu((1 - 3 * gate) * dm_pre + 3 * gate * torch.relu(audio)))
+    assert (out >= 0).all()
 
 
 def test_visibility_gate_depends_on_the_whole_frame_too():
@@ -42,12 +58,13 @@ def test_visibility_gate_depends_on_the_whole_frame_too():
     assert alone != with_bright_frame
 
 
+@pytest.mark.parametrize("fill_mode", ["add", "blend"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_a_fresh_fill_leaves_the_network_unchanged(mode):
+def test_a_fresh_fill_leaves_the_network_unchanged(mode, fill_mode):
     """beta = 0: the same weights with and without the fill give the same density map."""
     torch.manual_seed(0)
-    with_fill = build_model(ModelConfig.from_preset("cc-av-512", **FILL, **SMALL_WIDTHS))
-    without = build_model(ModelConfig.from_preset("cc-av-512", **{**FILL, "audio_fill": False}, **SMALL_WIDTHS))
+    with_fill = build_model(ModelConfig.from_preset("cc-av-512", **{**FILL, "audio_fill": fill_mode}, **SMALL_WIDTHS))
+    without = build_model(ModelConfig.from_preset("cc-av-512", **{**FILL, "audio_fill": "off"}, **SMALL_WIDTHS))
     missing, unexpected = without.load_state_dict(with_fill.state_dict(), strict=False)
     assert missing == [] and all(name.startswith("audio_fill.") for name in unexpected)
     with_fill.train(mode == "train")
@@ -62,9 +79,10 @@ def test_a_fresh_fill_leaves_the_network_unchanged(mode):
     torch.testing.assert_close(a.density, b.density)
 
 
-def test_once_beta_grows_the_sound_counts_a_black_frame_and_more_for_a_louder_one():
+@pytest.mark.parametrize("fill_mode", ["add", "blend"])
+def test_once_beta_grows_the_sound_counts_a_black_frame_and_more_for_a_louder_one(fill_mode):
     torch.manual_seed(0)
-    cfg = ModelConfig.from_preset("cc-av-512", **FILL, **SMALL_WIDTHS)
+    cfg = ModelConfig.from_preset("cc-av-512", **{**FILL, "audio_fill": fill_mode}, **SMALL_WIDTHS)
     model = build_model(cfg).eval()
     black = torch.zeros(2, 3, cfg.input_size[1], cfg.input_size[0])
     _, audio = random_batch(cfg, 2)
@@ -78,16 +96,23 @@ def test_once_beta_grows_the_sound_counts_a_black_frame_and_more_for_a_louder_on
     assert (louder > after).all()
 
 
-def test_every_parameter_of_the_fill_variant_learns():
+@pytest.mark.parametrize("fill_mode", ["add", "blend"])
+def test_every_parameter_of_the_fill_variant_learns(fill_mode):
     """Two steps: the first moves beta from 0, after which the gate and the sound map get gradients."""
-    assert parameters_without_gradient(ModelConfig.from_preset("cc-av-512", **FILL, **SMALL_WIDTHS)) == []
+    cfg = ModelConfig.from_preset("cc-av-512", **{**FILL, "audio_fill": fill_mode}, **SMALL_WIDTHS)
+    assert parameters_without_gradient(cfg) == []
+
+
+def test_a_boolean_fill_reads_as_add_so_first_recipe_checkpoints_load():
+    assert ModelConfig.from_preset("cc-av-512", **{**FILL, "audio_fill": True}).audio_fill == "add"
+    assert ModelConfig.from_preset("cc-av-512", **{**FILL, "audio_fill": False}).audio_fill == "off"
 
 
 @pytest.mark.parametrize(
     ("preset", "overrides", "message"),
     [
-        ("cc-av-512", {"audio_fill": True}, r"patch_embedding='pixels'"),
-        ("cc-v-512", {"audio_fill": True, "patch_embedding": "pixels"}, "use_audio=True"),
+        ("cc-av-512", {"audio_fill": "add"}, r"patch_embedding='pixels'"),
+        ("cc-v-512", {"audio_fill": "blend", "patch_embedding": "pixels"}, "use_audio=True"),
     ],
 )
 def test_fill_without_what_it_needs_is_a_clear_config_error(preset, overrides, message):

@@ -174,3 +174,22 @@ def test_init_from_a_checkpoint_that_shares_nothing_is_an_error(tmp_path: Path) 
     source = make_random_checkpoint(tmp_path, "csrnet-lowres")
     with pytest.raises(CheckpointError, match="no tensor matches this model"):
         warm_start(build_model(ModelConfig.from_preset("cc-v-lowres")), source)
+
+
+def test_lr_multipliers_give_each_parameter_the_longest_matching_prefix() -> None:
+    from avcc_stream.model.config import ModelConfig
+    from avcc_stream.model.network import build_model
+    from avcc_stream.train.trainer import parameter_groups
+    from tests.model.helpers import SMALL_WIDTHS
+
+    model = build_model(ModelConfig.from_preset("cc-av-lowres", **SMALL_WIDTHS))
+    groups = parameter_groups(model, 1e-3, {"afe.": 10.0, "afe.projection.": 2.0})
+    assert [g["lr"] for g in groups] == [1e-3, 1e-2, 2e-3]
+    names = {id(p): n for n, p in model.named_parameters()}
+    base, audio, projection = ([names[id(p)] for p in g["params"]] for g in groups)
+    assert projection and all(n.startswith("afe.projection.") for n in projection)
+    assert audio and all(n.startswith("afe.") and not n.startswith("afe.projection.") for n in audio)
+    assert base and not any(n.startswith("afe.") for n in base)
+    assert len(base) + len(audio) + len(projection) == len(names)
+    with pytest.raises(TrainingError, match="no parameter name starts with 'audio_fill.'"):
+        parameter_groups(model, 1e-3, {"audio_fill.": 25.0})
