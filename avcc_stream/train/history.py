@@ -49,6 +49,18 @@ def _num(text: str | None) -> float:
         return math.nan
 
 
+def _val_by_setting(path: Path) -> dict[str, list[dict[str, float]]]:
+    """val.csv's rows grouped by setting, in the order the settings first appear."""
+    if not path.exists():
+        return {}
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    grouped: dict[str, list[dict[str, float]]] = {}
+    for row in rows:
+        grouped.setdefault(row["setting"], []).append({"epoch": _num(row["epoch"]), "mae": _num(row["mae"])})
+    return grouped
+
+
 def plot_history(out_dir: Path, title: str) -> Path:
     """curves.png: training loss by step (left), train and validation MAE by epoch (right)."""
     import matplotlib
@@ -69,8 +81,14 @@ def plot_history(out_dir: Path, title: str) -> Path:
     if epochs:
         xs = [r["epoch"] for r in epochs]
         right.plot(xs, [r["train_mae"] for r in epochs], "o-", label="train MAE (augmented)")
-        right.plot(xs, [r["val_mae"] for r in epochs], "o-", label="validation MAE")
-        right.legend()
+        by_setting = _val_by_setting(out_dir / "val.csv")
+        if len(by_setting) > 1:
+            right.plot(xs, [r["val_mae"] for r in epochs], "o-", lw=2, label="validation MAE (mean of settings)")
+            for name, rows in by_setting.items():
+                right.plot([r["epoch"] for r in rows], [r["mae"] for r in rows], ".--", lw=0.8, label=f"  {name}")
+        else:
+            right.plot(xs, [r["val_mae"] for r in epochs], "o-", label="validation MAE")
+        right.legend(fontsize="small")
     right.set_xlabel("epoch")
     right.set_ylabel("MAE (people)")
     fig.suptitle(title)

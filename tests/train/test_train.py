@@ -56,6 +56,7 @@ def test_best_checkpoint_is_chosen_on_the_mean_over_validation_settings(tiny_dat
     provenance = load_checkpoint(out / "best.safetensors").header["provenance"]
     assert provenance["val_mae"] == pytest.approx(best, rel=1e-5)
     assert provenance["val_settings"] == ["regular", "occlusion:1"]
+    assert (out / "curves.png").stat().st_size > 0  # drawn with one line per setting
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
