@@ -19,6 +19,11 @@ class ConfigError(ValueError):
     """A training config that cannot be used; the message names the file and the key."""
 
 
+def _as_list(value: Any) -> Any:
+    """A list field written as one string (or null) in YAML means a list of that one (or none)."""
+    return [value] if isinstance(value, str) else ([] if value is None else value)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -33,10 +38,7 @@ class ModelSection(_Strict):
         "both have a tensor; one path alone is fine; ignored when resuming",
     )
 
-    @field_validator("init_from", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else ([] if value is None else value)
+    _one_or_many = field_validator("init_from", mode="before")(lambda value: _as_list(value))
 
 
 class DataSection(_Strict):
@@ -62,11 +64,7 @@ class DataSection(_Strict):
     max_val_samples: int | None = Field(None, ge=1, title="use only the first N validation samples")
     num_workers: int = Field(0, ge=0, title="DataLoader worker processes")
 
-
-    @field_validator("val_settings", mode="before")
-    @classmethod
-    def _one_or_many_settings(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+    _one_or_many = field_validator("val_settings", mode="before")(lambda value: _as_list(value))
 
     @field_validator("val_settings")
     @classmethod

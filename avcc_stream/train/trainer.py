@@ -189,7 +189,10 @@ def parameter_groups(model: torch.nn.Module, lr: float, multipliers: dict[str, f
         grouped[prefix].append(parameter)
     unused = [prefix for prefix in multipliers if not grouped[prefix]]
     if unused:
-        raise TrainingError(f"optim.lr_multipliers: no parameter name starts with {', '.join(map(repr, unused))}")
+        raise TrainingError(
+            f"optim.lr_multipliers: no parameter goes to {', '.join(map(repr, unused))} (no parameter name "
+            "starts with it, or a longer prefix takes them all)"
+        )
     return [{"params": grouped[""], "lr": lr}] + [
         {"params": grouped[prefix], "lr": lr * factor} for prefix, factor in multipliers.items()
     ]

@@ -192,5 +192,7 @@ def test_lr_multipliers_give_each_parameter_the_longest_matching_prefix() -> Non
     assert audio and all(n.startswith("afe.") and not n.startswith("afe.projection.") for n in audio)
     assert base and not any(n.startswith("afe.") for n in base)
     assert len(base) + len(audio) + len(projection) == len(names)
-    with pytest.raises(TrainingError, match="no parameter name starts with 'audio_fill.'"):
+    with pytest.raises(TrainingError, match="no parameter goes to 'audio_fill.'"):
         parameter_groups(model, 1e-3, {"audio_fill.": 25.0})
+    with pytest.raises(TrainingError, match="no parameter goes to 'af'"):  # "afe." takes every "af..." name
+        parameter_groups(model, 1e-3, {"af": 3.0, "afe.": 10.0})
