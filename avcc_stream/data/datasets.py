@@ -243,6 +243,10 @@ class CrowdDataset:
     def load(self, sample_id: str) -> CrowdSample:
         raise NotImplementedError
 
+    def count_of(self, sample_id: str) -> float:
+        """The ground-truth count of one sample; readers with separate point files read only those."""
+        return self.load(sample_id).count
+
     def _read_audio(self, path: Path | None, sample_id: str) -> tuple[np.ndarray | None, int | None]:
         """Read a wav; pad one shorter than MIN_AUDIO_SECONDS to 1 s and remember that."""
         if path is None:
@@ -305,6 +309,11 @@ class DiscoDataset(CrowdDataset):
             )
         return CrowdSample(sample_id, image, None, audio, rate, meta, density=density)
 
+    def count_of(self, sample_id: str) -> float:
+        if sample_id in self.point_files:
+            return float(len(read_points_file(self.point_files[sample_id])))
+        return float(read_density_mat(self.density_files[sample_id]).sum(dtype=np.float64))
+
 
 class PlainDataset(CrowdDataset):
     """Our layout: images/ (or imgs/), optional audio/ (or auds/), points/, splits/<split>.txt."""
@@ -333,6 +342,9 @@ class PlainDataset(CrowdDataset):
         if sample_id in self.audio_padded:
             meta["audio_padded"] = True
         return CrowdSample(sample_id, image, points, audio, rate, meta)
+
+    def count_of(self, sample_id: str) -> float:
+        return float(len(read_points_file(self.point_files[sample_id])))
 
 
 class ShanghaiTechDataset(CrowdDataset):

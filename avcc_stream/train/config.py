@@ -61,6 +61,11 @@ class DataSection(_Strict):
     samples_per_epoch: int | None = Field(
         None, ge=1, title="an epoch is this many samples, a new random subset each epoch (None: the whole split)"
     )
+    count_weighting: float = Field(
+        0.0, ge=0.0, le=2.0,
+        title="draw each epoch's training samples with replacement, weighted by (1 + count) ** this "
+        "(0: a plain shuffle); dense scenes are rare in a crowd dataset but hold most of the counting error",
+    )
     max_val_samples: int | None = Field(None, ge=1, title="use only the first N validation samples")
     num_workers: int = Field(0, ge=0, title="DataLoader worker processes")
 

@@ -60,22 +60,56 @@ class TrainResult:
 
 
 class ResumableSampler(DistributedSampler):
-    """DistributedSampler (shuffled by seed + epoch) that can skip the first samples of an epoch."""
+    """DistributedSampler (shuffled by seed + epoch) that can skip the first samples of an epoch.
 
-    def __init__(self, dataset: Dataset, ctx: DistContext, seed: int, samples_per_epoch: int | None = None) -> None:
+    With `weights`, an epoch is instead a draw with replacement, sample i with probability
+    proportional to weights[i], made from (seed, epoch) alike on every rank and dealt out
+    rank::world_size, so ranks see disjoint shares and a resumed epoch repeats its draw.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        ctx: DistContext,
+        seed: int,
+        samples_per_epoch: int | None = None,
+        weights: torch.Tensor | None = None,
+    ) -> None:
         super().__init__(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=True)
         self.skip = 0
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights is not None and self.weights.shape != (len(dataset),):  # type: ignore[arg-type]
+            raise ValueError(f"{self.weights.shape[0]} sampling weights for {len(dataset)} samples")  # type: ignore[arg-type]
         # An "epoch" may be a fresh random subset of the training set (validation more often).
         self.epoch_samples = self.num_samples
         if samples_per_epoch is not None:
             self.epoch_samples = min(self.num_samples, max(1, samples_per_epoch // ctx.world_size))
 
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())[: self.epoch_samples]
+        if self.weights is None:
+            indices = list(super().__iter__())[: self.epoch_samples]
+        else:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            drawn = torch.multinomial(
+                self.weights, self.epoch_samples * self.num_replicas, replacement=True, generator=generator
+            )
+            indices = drawn.tolist()[self.rank :: self.num_replicas]
         return iter(indices[self.skip :])
 
     def __len__(self) -> int:
         return self.epoch_samples - self.skip
+
+
+def count_weights(source: Any, exponent: float) -> torch.Tensor | None:
+    """(1 + count) ** exponent per sample of `source` (a dataset reader or a Subset of one); None for 0."""
+    if exponent == 0:
+        return None
+    if isinstance(source, Subset):
+        reader, ids = source.dataset, [source.dataset.ids[i] for i in source.indices]
+    else:
+        reader, ids = source, source.ids
+    counts = torch.tensor([reader.count_of(sample_id) for sample_id in ids], dtype=torch.float64)
+    return (1.0 + counts) ** exponent
 
 
 class BlackoutDataset(Dataset):
@@ -112,8 +146,9 @@ def _limit(source: Any, limit: int | None) -> Any:
     return source if limit is None or limit >= len(source) else Subset(source, range(limit))
 
 
-def build_datasets(cfg: TrainConfig, model_cfg: Any) -> tuple[Any, dict[str, Any]]:
-    """The training set and one validation set per validation setting (name -> dataset)."""
+def build_datasets(cfg: TrainConfig, model_cfg: Any) -> tuple[Any, dict[str, Any], torch.Tensor | None]:
+    """The training set, one validation set per validation setting (name -> dataset), and the
+    training samples' drawing weights (None: a plain shuffle)."""
     from avcc_stream.data.datasets import open_dataset
     from avcc_stream.data.degrade import setting
     from avcc_stream.data.training import Augmentation, CrowdTrainingDataset
@@ -131,7 +166,7 @@ def build_datasets(cfg: TrainConfig, model_cfg: Any) -> tuple[Any, dict[str, Any
         name: CrowdTrainingDataset(val_source, model_cfg, augment=False, degradation=setting(name), seed=data.seed)
         for name in data.val_settings
     }
-    return train, val
+    return train, val, count_weights(train_source, data.count_weighting)
 
 
 # ------------------------------------------------------------------------------ model step
@@ -364,13 +399,13 @@ class Trainer:
             lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
         )
 
-        self.train_set, val_sets = build_datasets(cfg, self.model_cfg)
+        self.train_set, val_sets, weights = build_datasets(cfg, self.model_cfg)
         if len(self.train_set) < cfg.train.batch_size * ctx.world_size:
             raise TrainingError(
                 f"{cfg.data.root} split {cfg.data.train_split!r} has {len(self.train_set)} samples, fewer than one "
                 f"batch ({cfg.train.batch_size} x {ctx.world_size} processes)"
             )
-        self.sampler = ResumableSampler(self.train_set, ctx, cfg.train.seed, cfg.data.samples_per_epoch)
+        self.sampler = ResumableSampler(self.train_set, ctx, cfg.train.seed, cfg.data.samples_per_epoch, weights)
         self.steps_per_epoch = self.sampler.epoch_samples // cfg.train.batch_size
         workers = cfg.data.num_workers
         self.loader = DataLoader(

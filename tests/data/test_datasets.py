@@ -66,6 +66,15 @@ def test_disco_uses_raw_dot_annotations_when_present(disco_root: Path):
     assert test_sample.count == 2.0 and test_sample.density is None
 
 
+def test_count_of_reads_only_the_annotation_and_agrees_with_the_sample(disco_root: Path, plain_root: Path):
+    (disco_root / "points").mkdir()
+    (disco_root / "points" / "005.json").write_text(json.dumps([[1.0, 2.0], [3.0, 4.0]]))
+    for dataset in (open_dataset(disco_root, "test"), open_dataset(disco_root, "train"), open_dataset(plain_root, "train")):
+        for sample_id, sample in zip(dataset.ids, dataset, strict=True):
+            assert dataset.count_of(sample_id) == pytest.approx(sample.count), (dataset, sample_id)
+    assert open_dataset(disco_root, "test").count_of("005") == 2.0
+
+
 def test_disco_missing_split_names_the_splits_found(disco_root: Path):
     import shutil
 

@@ -63,15 +63,23 @@ def _weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "state.pt", map_location="cpu", weights_only=True)
 
 
-def test_resume_after_interruption_matches_a_straight_run(tiny_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("count_weighting", [0.0, 0.5], ids=["shuffled", "count-weighted"])
+def test_resume_after_interruption_matches_a_straight_run(
+    tiny_dataset: Path, tmp_path: Path, count_weighting: float
+) -> None:
     # Two epochs of two steps with augmentation, black frames and dropout: interrupted after
     # step 3 (mid-epoch), then resumed, the run must end where the straight run ends.
-    straight = train(config(tiny_dataset, epochs=2), tmp_path / "straight", progress=False)
-    first = train(config(tiny_dataset, epochs=2), tmp_path / "resumed", progress=False, stop_after_steps=3)
+    def two_epochs() -> TrainConfig:
+        data = small_config_dict(tiny_dataset, epochs=2)
+        data["data"]["count_weighting"] = count_weighting
+        return TrainConfig.model_validate(data)
+
+    straight = train(two_epochs(), tmp_path / "straight", progress=False)
+    first = train(two_epochs(), tmp_path / "resumed", progress=False, stop_after_steps=3)
     assert first.stopped_early and first.global_step == 3
     partial = _weights(tmp_path / "resumed")
     assert (partial["epoch"], partial["step_in_epoch"]) == (1, 1)
-    second = train(config(tiny_dataset, epochs=2), tmp_path / "resumed", resume=True, progress=False)
+    second = train(two_epochs(), tmp_path / "resumed", resume=True, progress=False)
     assert (second.global_step, second.stopped_early) == (straight.global_step, False) == (4, False)
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     for name, tensor in a["model"].items():
@@ -196,3 +204,42 @@ def test_lr_multipliers_give_each_parameter_the_longest_matching_prefix() -> Non
         parameter_groups(model, 1e-3, {"audio_fill.": 25.0})
     with pytest.raises(TrainingError, match="no parameter goes to 'af'"):  # "afe." takes every "af..." name
         parameter_groups(model, 1e-3, {"af": 3.0, "afe.": 10.0})
+
+
+def test_count_weighted_epochs_draw_dense_samples_more_often_and_deal_ranks_disjoint_shares() -> None:
+    from avcc_stream.train.distributed import DistContext
+    from avcc_stream.train.trainer import ResumableSampler
+
+    dataset = list(range(4))
+    weights = torch.tensor([1.0, 1.0, 1.0, 97.0])
+    sampler = ResumableSampler(dataset, DistContext(), seed=7, weights=weights)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    assert len(first) == 4 and first == list(sampler)  # a resumed epoch repeats its draw
+    draws = []
+    for epoch in range(50):
+        sampler.set_epoch(epoch)
+        draws += list(sampler)
+    assert draws.count(3) / len(draws) > 0.9  # 97 % expected; a plain shuffle gives 25 %
+    ranks = [ResumableSampler(dataset, DistContext(rank=r, world_size=2), seed=7, weights=weights) for r in (0, 1)]
+    single = ResumableSampler(dataset, DistContext(), seed=7, weights=weights, samples_per_epoch=4)
+    for s in (*ranks, single):
+        s.set_epoch(3)
+    shares = [list(s) for s in ranks]
+    assert [len(share) for share in shares] == [2, 2]
+    assert shares[0] + shares[1] != [] and sorted(shares[0] + shares[1]) == sorted(list(single))
+    with pytest.raises(ValueError, match="3 sampling weights for 4 samples"):
+        ResumableSampler(dataset, DistContext(), seed=7, weights=torch.ones(3))
+
+
+def test_count_weights_follow_the_counts_of_a_split_or_a_subset(tiny_dataset: Path) -> None:
+    from torch.utils.data import Subset
+
+    from avcc_stream.data.datasets import open_dataset
+    from avcc_stream.train.trainer import count_weights
+
+    source = open_dataset(tiny_dataset, "train")
+    counts = torch.tensor([sample.count for sample in source], dtype=torch.float64)
+    assert count_weights(source, 0.0) is None
+    torch.testing.assert_close(count_weights(source, 0.5), (1 + counts).sqrt())
+    torch.testing.assert_close(count_weights(Subset(source, [2, 0]), 1.0), 1 + counts[[2, 0]])
