@@ -64,7 +64,7 @@ class ResumableSampler(DistributedSampler):
 
     With `weights`, an epoch is instead a draw with replacement, sample i with probability
     proportional to weights[i], made from (seed, epoch) alike on every rank and dealt out
-    rank::world_size, so ranks see disjoint shares and a resumed epoch repeats its draw.
+    rank::world_size, so the ranks split one draw and a resumed epoch repeats it.
     """
 
     def __init__(
