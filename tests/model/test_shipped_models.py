@@ -3,7 +3,7 @@
 The count check runs on synthetic scenes made here from seeds the training data never used
 (its per-sample seeds derive from 20261125), so it guards against shipping a model that
 guesses a constant, or a file that loads into the wrong preset. The bars are regression guards
-set below what the shipped files reach on these 16 scenes (Pearson r 0.86 for session 5's
+set below what the shipped files reach on these 16 scenes (Pearson r 0.80 for session 5's
 cc-av-512, 0.58 for the vision-only fallback cc-v-512, measured on the build machine), well
 above the ~0 of an untrained or constant model; docs/results.md has the real evaluation.
 """
