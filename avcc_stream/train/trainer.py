@@ -77,9 +77,9 @@ class ResumableSampler(DistributedSampler):
     ) -> None:
         super().__init__(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=True)
         self.skip = 0
+        if weights is not None and len(weights) != len(self.dataset):
+            raise ValueError(f"{len(weights)} sampling weights for {len(self.dataset)} samples")
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-        if self.weights is not None and self.weights.shape != (len(dataset),):  # type: ignore[arg-type]
-            raise ValueError(f"{self.weights.shape[0]} sampling weights for {len(dataset)} samples")  # type: ignore[arg-type]
         # An "epoch" may be a fresh random subset of the training set (validation more often).
         self.epoch_samples = self.num_samples
         if samples_per_epoch is not None:
