@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -208,11 +209,36 @@ def resolve_checkpoint(spec: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class WarmStart:
-    """What `warm_start` copied: tensors matched by name and shape, and the model's tensors it left as they were."""
+    """What `warm_start` copied: tensors matched by name and shape (or `adapted` to an unshuffled
+    input, see `unshuffled_conv_weight`), and the model's tensors it left as they were."""
 
     source: Path
     copied: list[str]
     kept: list[str]
+    adapted: list[str] = field(default_factory=list)
+
+
+def unshuffled_conv_weight(weight: torch.Tensor, factor: int) -> torch.Tensor:
+    """A conv weight (out x C x k x k) for an image read at 1/factor of its size -> the same conv
+    for that image pixel-unshuffled by `factor` (out x C * factor**2 x k x k).
+
+    Each of the factor**2 sub-pixel channels of colour c gets weight[:, c] / factor**2, so the
+    new conv on the unshuffled image equals the old one on the image area-averaged by `factor`:
+    a model moved to the larger input starts exactly where it was and learns to use the detail.
+    """
+    repeated = weight.repeat_interleave(factor * factor, dim=1)  # pixel_unshuffle's order: c * f * f + i * f + j
+    return repeated / float(factor * factor)
+
+
+def _adapt_to_unshuffle(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """`source` made to fit `target` when the only difference is an unshuffled input; else None."""
+    if source.dim() != 4 or target.dim() != 4 or source.shape[0] != target.shape[0] or source.shape[2:] != target.shape[2:]:
+        return None
+    ratio, remainder = divmod(target.shape[1], source.shape[1])
+    factor = math.isqrt(ratio)
+    if remainder or factor < 2 or factor * factor != ratio:
+        return None
+    return unshuffled_conv_weight(source, factor)
 
 
 def warm_start(model: Any, spec: str | Path) -> WarmStart:
@@ -226,9 +252,19 @@ def warm_start(model: Any, spec: str | Path) -> WarmStart:
     tensors = load_checkpoint(source).model.state_dict()  # verifies the file's digest and config
     own = model.state_dict()
     matching = {n: t for n, t in tensors.items() if n in own and tuple(t.shape) == tuple(own[n].shape)}
+    adapted = {
+        n: fitted
+        for n, t in tensors.items()
+        if n in own and n not in matching and (fitted := _adapt_to_unshuffle(t, own[n])) is not None
+    }
     if not matching:
         raise CheckpointError(f"{source}: no tensor matches this model by name and shape; nothing to start from")
     with torch.no_grad():
-        for name, tensor in matching.items():
+        for name, tensor in {**matching, **adapted}.items():
             own[name].copy_(tensor)
-    return WarmStart(source=source, copied=sorted(matching), kept=sorted(set(own) - set(matching)))
+    return WarmStart(
+        source=source,
+        copied=sorted(matching),
+        kept=sorted(set(own) - set(matching) - set(adapted)),
+        adapted=sorted(adapted),
+    )

@@ -43,14 +43,23 @@ def residual_structure(channels: int, units: int) -> nn.Sequential:
 
 
 class Stem(nn.Module):
-    """Two 3x3 conv-BN-ReLU layers; stride 2 each at full resolution, 1 each in the low-res setting."""
+    """Two 3x3 conv-BN-ReLU layers; stride 2 each at full resolution, 1 each in the low-res setting.
 
-    def __init__(self, out_channels: int, total_stride: int) -> None:
+    With `unshuffle` > 1 the image is first pixel-unshuffled (each unshuffle x unshuffle block
+    becomes 3 * unshuffle**2 channels), so the first conv reads every pixel at the lower size.
+    """
+
+    def __init__(self, out_channels: int, total_stride: int, unshuffle: int = 1) -> None:
         super().__init__()
         first, second = {1: (1, 1), 2: (2, 1), 4: (2, 2)}[total_stride]
-        self.layers = nn.Sequential(conv_bn(3, out_channels, 3, first), conv_bn(out_channels, out_channels, 3, second))
+        self.unshuffle = unshuffle
+        self.layers = nn.Sequential(
+            conv_bn(3 * unshuffle**2, out_channels, 3, first), conv_bn(out_channels, out_channels, 3, second)
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if self.unshuffle > 1:
+            image = nn.functional.pixel_unshuffle(image, self.unshuffle)
         return self.layers(image)
 
 
@@ -66,7 +75,7 @@ class MultiScaleBranches(nn.Module):
         super().__init__()
         channels = cfg.branch_channels
         self.num_branches = 3 if cfg.use_multi_branch else 1
-        stem_h, stem_w = cfg.input_size[1] // cfg.stem_stride, cfg.input_size[0] // cfg.stem_stride
+        stem_h, stem_w = cfg.input_size[1] // cfg.trunk_stride, cfg.input_size[0] // cfg.trunk_stride
         tokens = [(stem_h >> b) * (stem_w >> b) for b in range(3)]  # N = h * w of each branch
 
         self.transitions = nn.ModuleDict()
@@ -109,8 +118,8 @@ class MergeHead(nn.Module):
     def __init__(self, cfg: ModelConfig, num_branches: int) -> None:
         super().__init__()
         self.merge_size = (
-            cfg.input_size[1] // (cfg.stem_stride * 8),
-            cfg.input_size[0] // (cfg.stem_stride * 8),
+            cfg.input_size[1] // (cfg.trunk_stride * 8),
+            cfg.input_size[0] // (cfg.trunk_stride * 8),
         )
         merged_in = sum(cfg.branch_channels[:num_branches])
         z = cfg.embed_dim
@@ -180,7 +189,7 @@ class VisualFeatureExtractor(nn.Module):
 
     def __init__(self, cfg: ModelConfig, audio_dim: int | None) -> None:
         super().__init__()
-        self.stem = Stem(cfg.branch_channels[0], cfg.stem_stride)
+        self.stem = Stem(cfg.branch_channels[0], cfg.stem_stride, cfg.input_unshuffle)
         self.branches = MultiScaleBranches(cfg, audio_dim)
         head = PixelHead if cfg.patch_embedding == "pixels" else MergeHead
         self.merge_head = head(cfg, self.branches.num_branches)

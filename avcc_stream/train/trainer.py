@@ -378,7 +378,7 @@ class Trainer:
                 if ctx.is_main:
                     print(
                         f"warm start from {started.source}: {len(started.copied)} tensors copied, "
-                        f"{len(started.kept)} not in it",
+                        f"{len(started.adapted)} adapted to an unshuffled input, {len(started.kept)} not in it",
                         flush=True,
                     )
         model = model.to(self.device)

@@ -174,6 +174,34 @@ def test_init_from_several_checkpoints_applies_them_in_order(tiny_dataset: Path,
     assert torch.allclose(weights[audio_weight], first[audio_weight], atol=3e-3)
 
 
+def test_init_from_a_512_model_into_the_unshuffled_1024_preset_starts_where_it_was(tmp_path: Path) -> None:
+    """cc-av-1024-cpu from a cc-av-512 checkpoint: every tensor carries over, the stem's first conv
+    is spread over the 12 unshuffled channels, and the new model on a 1024x576 image gives what
+    the old one gives on that image area-averaged to 512x288 (so training starts from there)."""
+    from avcc_stream.model.checkpoint import warm_start
+    from avcc_stream.model.config import ModelConfig
+    from avcc_stream.model.network import build_model
+    from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint, random_batch
+
+    widths = {**SMALL_WIDTHS, "patch_embedding": "pixels", "ccm_residual": True, "audio_fill": "blend"}
+    source = make_random_checkpoint(tmp_path, "cc-av-512", seed=5, **widths)
+    old = load_checkpoint(source).model.eval()
+    new = build_model(ModelConfig.from_preset("cc-av-1024-cpu", **widths))
+    started = warm_start(new, source)
+    stem = "vfe.stem.layers.0.0.weight"
+    assert started.adapted == [stem] and started.kept == []
+    assert new.state_dict()[stem].shape[1] == 12
+
+    images, audio = random_batch(new.config, 2, seed=3)
+    assert images.shape[-2:] == (576, 1024)
+    with torch.no_grad():
+        expected = old(torch.nn.functional.avg_pool2d(images, 2), audio)
+        got = new.eval()(images, audio)
+    assert got.density.shape == expected.density.shape
+    assert torch.allclose(got.density, expected.density, atol=1e-5)
+    assert torch.allclose(got.count, expected.count, rtol=1e-5, atol=1e-4)
+
+
 def test_init_from_a_checkpoint_that_shares_nothing_is_an_error(tmp_path: Path) -> None:
     from avcc_stream.model.checkpoint import CheckpointError, warm_start
     from avcc_stream.model.config import ModelConfig
