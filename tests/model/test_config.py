@@ -18,6 +18,7 @@ from avcc_stream.model import ABLATIONS, PRESETS, ModelConfig, ablation_config
         ("cc-v-lowres", (128, 72), (4, 4), (36, 64), False),
         ("cc-av-512", (512, 288), (4, 4), (36, 64), True),
         ("cc-v-512", (512, 288), (4, 4), (36, 64), False),
+        ("cc-av-1024-cpu", (1024, 576), (4, 4), (36, 64), True),
         ("csrnet", (1024, 576), (8, 8), (72, 128), False),
         ("audiocsrnet", (1024, 576), (8, 8), (72, 128), True),
         ("csrnet-lowres", (128, 72), (4, 4), (9, 16), False),
@@ -44,6 +45,18 @@ def test_512_presets_give_the_trunk_the_lowres_feature_maps():
     assert mid.input_size[0] // mid.stem_stride == low.input_size[0] // low.stem_stride
     assert mid.input_size[1] // mid.stem_stride == low.input_size[1] // low.stem_stride
     assert mid.grid == low.grid  # same AVT size: both shipped models fit the 50 MB budget
+
+
+def test_the_unshuffled_1024_preset_gives_the_trunk_the_512_feature_maps():
+    full, mid = ModelConfig.from_preset("cc-av-1024-cpu"), ModelConfig.from_preset("cc-av-512")
+    assert full.input_unshuffle == 2 and full.trunk_stride == 8 and mid.trunk_stride == 4
+    assert [v // full.trunk_stride for v in full.input_size] == [v // mid.trunk_stride for v in mid.input_size]
+    assert full.density_size == mid.density_size and full.grid == mid.grid
+
+
+def test_an_input_the_unshuffled_trunk_cannot_split_is_an_error():
+    with pytest.raises(ValueError, match="input_unshuffle \\* stem_stride \\* 8 = 64"):
+        ModelConfig.from_preset("cc-av-1024-cpu", input_size=(1056, 576))
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
