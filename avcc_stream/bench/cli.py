@@ -254,8 +254,8 @@ def _add_e2e(modes: argparse._SubParsersAction) -> None:
                    help="seconds for every camera's first counts (default 120)")
     p.add_argument("--camera-size", type=size, default=(1920, 1080), help="camera video size (default 1920x1080)")
     p.add_argument("--fps", type=positive_int, default=25)
-    p.add_argument("--preset", default="cc-av-512",
-                   help="model: the shipped builtin:<preset>, or a random init when none is shipped (default cc-av-512)")
+    p.add_argument("--preset", default="cc-av-1024-cpu",
+                   help="model: the shipped builtin:<preset>, or a random init when none is shipped (default cc-av-1024-cpu)")
     p.add_argument("--checkpoint", default=None, help="a checkpoint (builtin:NAME or path) instead of --preset")
     p.add_argument("--override", type=override, action="append", default=[], metavar="KEY=VALUE",
                    help="override a ModelConfig field of --preset (forces a random init)")

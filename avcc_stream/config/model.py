@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from avcc_stream.config.common import StrictModel
 
 # The checkpoints shipped in avcc_stream/checkpoints/ and used by default (docs/results.md).
-SHIPPED_AUDIO_VISUAL = "builtin:cc-av-512"
+SHIPPED_AUDIO_VISUAL = "builtin:cc-av-1024-cpu"
 SHIPPED_VISION_ONLY = "builtin:cc-v-512"
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
