@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -230,15 +229,20 @@ def unshuffled_conv_weight(weight: torch.Tensor, factor: int) -> torch.Tensor:
     return repeated / float(factor * factor)
 
 
-def _adapt_to_unshuffle(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
-    """`source` made to fit `target` when the only difference is an unshuffled input; else None."""
-    if source.dim() != 4 or target.dim() != 4 or source.shape[0] != target.shape[0] or source.shape[2:] != target.shape[2:]:
-        return None
-    ratio, remainder = divmod(target.shape[1], source.shape[1])
-    factor = math.isqrt(ratio)
-    if remainder or factor < 2 or factor * factor != ratio:
-        return None
-    return unshuffled_conv_weight(source, factor)
+# The one tensor whose shape the input unshuffle changes: the stem's first conv (C_in = 3 * f * f).
+STEM_INPUT_CONV = "vfe.stem.layers.0.0.weight"
+
+
+def _adapted_to_unshuffle(model: Any, tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The source's stem input conv spread over `model`'s unshuffled channels, when `model`
+    unshuffles its input and the source does not; otherwise nothing."""
+    factor = getattr(getattr(model, "config", None), "input_unshuffle", 1)
+    source, target = tensors.get(STEM_INPUT_CONV), own.get(STEM_INPUT_CONV)
+    if factor < 2 or source is None or target is None:
+        return {}
+    if tuple(target.shape) != (source.shape[0], source.shape[1] * factor * factor, *source.shape[2:]):
+        return {}
+    return {STEM_INPUT_CONV: unshuffled_conv_weight(source, factor)}
 
 
 def warm_start(model: Any, spec: str | Path) -> WarmStart:
@@ -252,11 +256,7 @@ def warm_start(model: Any, spec: str | Path) -> WarmStart:
     tensors = load_checkpoint(source).model.state_dict()  # verifies the file's digest and config
     own = model.state_dict()
     matching = {n: t for n, t in tensors.items() if n in own and tuple(t.shape) == tuple(own[n].shape)}
-    adapted = {
-        n: fitted
-        for n, t in tensors.items()
-        if n in own and n not in matching and (fitted := _adapt_to_unshuffle(t, own[n])) is not None
-    }
+    adapted = _adapted_to_unshuffle(model, tensors, own)
     if not matching:
         raise CheckpointError(f"{source}: no tensor matches this model by name and shape; nothing to start from")
     with torch.no_grad():

@@ -139,6 +139,7 @@ def test_init_from_starts_cc_av_from_a_trained_cc_v(tiny_dataset: Path, tmp_path
     )
     assert any(name.startswith("afe.") for name in started.kept)
     assert not any(name.startswith("afe.") for name in started.copied)
+    assert started.adapted == []  # only a model that unshuffles its input gets an adapted stem
 
     # Through the trainer: one step of Adam (lr 1e-3) moves a weight by about 1e-3, while fresh
     # Kaiming weights of the stem differ by ~0.3, so a stem this close is the source's.
