@@ -229,7 +229,8 @@ def unshuffled_conv_weight(weight: torch.Tensor, factor: int) -> torch.Tensor:
     return repeated / float(factor * factor)
 
 
-# The one tensor whose shape the input unshuffle changes: the stem's first conv (C_in = 3 * f * f).
+# The one tensor whose shape the input unshuffle changes: the stem's first conv (C_in = 3 * f * f),
+# by its state-dict name in model/visual.py (VisualFeatureExtractor.stem -> Stem.layers[0] conv).
 STEM_INPUT_CONV = "vfe.stem.layers.0.0.weight"
 
 

@@ -376,9 +376,10 @@ class Trainer:
             for source in cfg.model.init_from:
                 started = warm_start(model, source)
                 if ctx.is_main:
+                    adapted = f"{len(started.adapted)} adapted to an unshuffled input, " if started.adapted else ""
                     print(
                         f"warm start from {started.source}: {len(started.copied)} tensors copied, "
-                        f"{len(started.adapted)} adapted to an unshuffled input, {len(started.kept)} not in it",
+                        f"{adapted}{len(started.kept)} not in it",
                         flush=True,
                     )
         model = model.to(self.device)

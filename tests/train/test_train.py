@@ -179,7 +179,7 @@ def test_init_from_a_512_model_into_the_unshuffled_1024_preset_starts_where_it_w
     """cc-av-1024-cpu from a cc-av-512 checkpoint: every tensor carries over, the stem's first conv
     is spread over the 12 unshuffled channels, and the new model on a 1024x576 image gives what
     the old one gives on that image area-averaged to 512x288 (so training starts from there)."""
-    from avcc_stream.model.checkpoint import warm_start
+    from avcc_stream.model.checkpoint import STEM_INPUT_CONV, warm_start
     from avcc_stream.model.config import ModelConfig
     from avcc_stream.model.network import build_model
     from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint, random_batch
@@ -189,9 +189,8 @@ def test_init_from_a_512_model_into_the_unshuffled_1024_preset_starts_where_it_w
     old = load_checkpoint(source).model.eval()
     new = build_model(ModelConfig.from_preset("cc-av-1024-cpu", **widths))
     started = warm_start(new, source)
-    stem = "vfe.stem.layers.0.0.weight"
-    assert started.adapted == [stem] and started.kept == []
-    assert new.state_dict()[stem].shape[1] == 12
+    assert started.adapted == [STEM_INPUT_CONV] and started.kept == []
+    assert new.state_dict()[STEM_INPUT_CONV].shape[1] == 12
 
     images, audio = random_batch(new.config, 2, seed=3)
     assert images.shape[-2:] == (576, 1024)
