@@ -127,6 +127,13 @@ class TrainSection(_Strict):
         "float32", title="storage dtype of best/last .safetensors (float16 halves shipped files)"
     )
     val_batch_size: int = Field(16, ge=1)
+    ema_decay: float | None = Field(
+        None, gt=0.0, lt=1.0,
+        title="keep an exponential moving average of the weights and buffers (BN statistics too), "
+        "W_ema <- decay * W_ema + (1 - decay) * W after every step, and validate and save it instead of "
+        "the raw weights; it starts at the initial weights, so 1 / (1 - decay) steps should be well "
+        "under the run's length (None: off)",
+    )
 
 
 class TrainConfig(_Strict):

@@ -10,6 +10,10 @@ does not advance the global RNG (which dropout uses).
 Files in the output folder: state.pt (resumable, torch.save of tensors and plain values only,
 read back with weights_only=True), best.safetensors (best validation MAE) and last.safetensors
 (save_checkpoint, with provenance), steps.csv, metrics.csv, curves.png, config.yaml.
+
+With train.ema_decay, an exponential moving average of the weights and buffers is kept next to
+them (torch.optim.swa_utils.AveragedModel); validation, best and last use the average, and the
+state file holds it, so a resumed run continues it exactly.
 """
 
 from __future__ import annotations
@@ -393,6 +397,13 @@ class Trainer:
             if ctx.enabled
             else model
         )
+        self.ema = (
+            torch.optim.swa_utils.AveragedModel(
+                model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True
+            )
+            if cfg.train.ema_decay
+            else None
+        )
         self.dtype = amp_dtype(cfg.train.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         self.optimizer = torch.optim.Adam(
@@ -434,6 +445,11 @@ class Trainer:
     # -- state ------------------------------------------------------------------------
 
     @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights that are validated and saved: the moving average if there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
     def state_path(self) -> Path:
         return self.out_dir / STATE_FILE
 
@@ -446,6 +462,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
@@ -478,6 +495,12 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:  # ema_decay switched on for a resumed run: average from the weights it resumes with
+                self.ema.n_averaged.zero_()
+                self.ema.update_parameters(self.model)
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
         self.global_step = int(state["global_step"])
@@ -514,7 +537,7 @@ class Trainer:
 
         by_setting = {
             name: CountErrors.from_tensor(self.ctx.sum(count_errors(
-                self.model, loader, self.device, self.model_cfg.uses_audio, self.dtype, self.channels_last
+                self.evaluated, loader, self.device, self.model_cfg.uses_audio, self.dtype, self.channels_last
             ).as_tensor()))
             for name, loader in self.val_loaders.items()
         }
@@ -526,8 +549,8 @@ class Trainer:
             storage = None if self.cfg.train.checkpoint_dtype == "float32" else getattr(torch, self.cfg.train.checkpoint_dtype)
             if val_mae < self.best_mae:
                 self.best_mae, self.best_epoch = val_mae, epoch_value
-                save_checkpoint(self.out_dir / BEST_FILE, self.model, self.provenance(val_mae), storage)
-            save_checkpoint(self.out_dir / LAST_FILE, self.model, self.provenance(val_mae), storage)
+                save_checkpoint(self.out_dir / BEST_FILE, self.evaluated, self.provenance(val_mae), storage)
+            save_checkpoint(self.out_dir / LAST_FILE, self.evaluated, self.provenance(val_mae), storage)
             n = max(1.0, running["n"])
             append_row(self.out_dir / "metrics.csv", EPOCH_FIELDS, {
                 "epoch": epoch_value, "global_step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
@@ -640,6 +663,8 @@ class Trainer:
         else:
             self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return {k: v.detach() for k, v in losses.items()}, out
 
 

@@ -105,6 +105,29 @@ def test_zero_budget_stops_after_one_step_with_a_resumable_state(tiny_dataset: P
     assert (resumed.global_step, resumed.stopped_early) == (2, False)
 
 
+def test_ema_checkpoints_hold_the_moving_average_and_resume_continues_it(tiny_dataset: Path, tmp_path: Path) -> None:
+    # decay 0.5 over two steps: the average is W1 (the first update copies) then 0.5 W1 + 0.5 W2,
+    # for the parameters and the batch-norm statistics alike.
+    straight = train(config(tiny_dataset, ema_decay=0.5), tmp_path / "straight", progress=False)
+    first = train(config(tiny_dataset, ema_decay=0.5), tmp_path / "resumed", progress=False, stop_after_steps=1)
+    assert straight.global_step == 2 and first.stopped_early and first.global_step == 1
+    w1 = _weights(tmp_path / "resumed")["model"]
+    train(config(tiny_dataset, ema_decay=0.5), tmp_path / "resumed", resume=True, progress=False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    for name, tensor in a["ema"].items():
+        assert torch.equal(tensor, b["ema"][name]), name
+    w2 = a["model"]
+    saved = load_checkpoint(tmp_path / "straight" / "last.safetensors").model.state_dict()
+    averaged = [name for name, tensor in w2.items() if tensor.is_floating_point() and not torch.equal(w1[name], tensor)]
+    assert any("running_mean" in name for name in averaged) and len(averaged) > 10
+    for name in averaged:
+        torch.testing.assert_close(saved[name], 0.5 * w1[name] + 0.5 * w2[name], rtol=1e-5, atol=1e-6, msg=name)
+    # The best checkpoint was chosen on the average too: its recorded MAE is the one validated.
+    header = read_checkpoint_header(tmp_path / "straight" / "best.safetensors")
+    rows = list(csv.DictReader((tmp_path / "straight" / "metrics.csv").open()))
+    assert header["provenance"]["val_mae"] == pytest.approx(float(rows[0]["val_mae"]), rel=1e-5)
+
+
 def test_half_precision_checkpoints_round_trip(tiny_dataset: Path, tmp_path: Path) -> None:
     result = train(config(tiny_dataset, checkpoint_dtype="float16"), tmp_path / "run", progress=False)
     assert result.global_step == 2
