@@ -128,6 +128,16 @@ def test_ema_checkpoints_hold_the_moving_average_and_resume_continues_it(tiny_da
     assert header["provenance"]["val_mae"] == pytest.approx(float(rows[0]["val_mae"]), rel=1e-5)
 
 
+def test_ema_switched_on_for_a_resumed_run_starts_from_the_resumed_weights(tiny_dataset: Path, tmp_path: Path) -> None:
+    train(config(tiny_dataset), tmp_path / "run", progress=False, stop_after_steps=1)
+    w1 = _weights(tmp_path / "run")["model"]
+    train(config(tiny_dataset, ema_decay=0.25), tmp_path / "run", resume=True, progress=False)
+    state = _weights(tmp_path / "run")
+    w2, ema = state["model"], state["ema"]
+    name = next(n for n, t in w2.items() if t.is_floating_point() and not torch.equal(w1[n], t))
+    torch.testing.assert_close(ema[f"module.{name}"], 0.25 * w1[name] + 0.75 * w2[name], rtol=1e-5, atol=1e-6)
+
+
 def test_half_precision_checkpoints_round_trip(tiny_dataset: Path, tmp_path: Path) -> None:
     result = train(config(tiny_dataset, checkpoint_dtype="float16"), tmp_path / "run", progress=False)
     assert result.global_step == 2
