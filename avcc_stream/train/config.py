@@ -131,7 +131,7 @@ class TrainSection(_Strict):
         None, gt=0.0, lt=1.0,
         title="keep an exponential moving average of the weights and buffers (BN statistics too), "
         "W_ema <- decay * W_ema + (1 - decay) * W after every step, and validate and save it instead of "
-        "the raw weights; it starts at the initial weights, so 1 / (1 - decay) steps should be well "
+        "the raw weights; it starts from the weights after the first step, so 1 / (1 - decay) steps should be well "
         "under the run's length (None: off)",
     )
 
