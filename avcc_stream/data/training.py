@@ -9,6 +9,7 @@ or a list) and yields what the model and its losses need:
     density       1 x h x w float32  (model_config.density_size, sums to count)
     patch_counts  grid_h x grid_w float32 (heads per PIR/PCE patch, sums to count)
     count         float32 scalar
+    clear         bool               (no degradation applied: the picture shows every head)
     id            str
 
 Ground truth is always built from head points after the geometric augmentation (crop, flip),
@@ -125,15 +126,19 @@ class CrowdTrainingDataset(torch.utils.data.Dataset):
 
         # Degradations change pixels, never the scene: targets are computed in the crop's
         # geometry (box), whatever resolution the degraded image ends up at.
+        clear = True
         if self.degradation is not None and not self.degradation.is_identity:
             image = self.degradation.apply(image, sample_seed(self.seed, sample.id))
+            clear = False
         if self.augment and rng.uniform() < self.augmentation.degrade_probability:
             image = random_training_degradation(rng).apply(image, int(rng.integers(2**62)))
+            clear = False
 
         return {
             "image": prepare_image(image, self.input_size),
             **self._audio(sample, rng),
             **self._targets(points, density, (box.width, box.height)),
+            "clear": clear,
             "id": sample.id,
         }
 

@@ -119,6 +119,13 @@ class ModelConfig(BaseModel):
     loss_weight_count: float = Field(
         0.0, ge=0.0, title="L1 count term added to Eq. 13 (0 = the paper's loss; shipped CPU runs use it)"
     )
+    loss_weight_picture_count: float = Field(
+        0.0,
+        ge=0.0,
+        title="L1 term on the picture's own count (DM_PRE before the audio fill) for frames the training "
+        "did not degrade (ours; needs audio_fill): where the picture can see, it must count by itself, "
+        "so the fill's gate learns to close on clear frames instead of letting the sound count there",
+    )
     density_loss_scale: float = Field(
         1.0, gt=0.0, title="both maps multiplied by this before Eq. 12 (DISCO code's LOG_PARA is 100)"
     )
@@ -156,6 +163,9 @@ class ModelConfig(BaseModel):
             raise ValueError("ccm_residual=True needs use_ccm=True (it is a form of the co-attention)")
         if self.audio_fill != "off" and not (self.use_audio and self.patch_embedding == "pixels"):
             raise ValueError(f"audio_fill={self.audio_fill!r} needs use_audio=True and patch_embedding='pixels'")
+        if self.loss_weight_picture_count > 0 and self.audio_fill == "off":
+            raise ValueError("loss_weight_picture_count needs audio_fill (add or blend): without it the "
+                             "picture's count is the model's count; use loss_weight_count")
         if self.use_audio and not (
             self.audio_reaches_fusion or self.use_avt or self.use_ccm or self.audio_fill != "off"
         ):

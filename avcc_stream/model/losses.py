@@ -5,6 +5,8 @@
 - PIR (Eq. 8): (1 / sqrt(P)) KL(PIR_GT || PIR), PIR_GT(j) = patch count / image count
   (uniform when the image is empty), averaged over the batch.
 - PCE (Eq. 10): sum over patches of ((PCE_GT - PCE) / max(count, 1))^2, averaged over the batch.
+Two count terms of ours are off by default: the model's count, and the picture's own count on
+undegraded frames (for the audio fill).
 Terms a model or ablation does not have are returned as zeros, so logs keep the same columns.
 """
 
@@ -39,6 +41,23 @@ def count_loss(predicted_count: torch.Tensor, density_gt: torch.Tensor) -> torch
     return (predicted_count.reshape(-1) - true_count).abs().mean()
 
 
+def picture_count_loss(
+    picture_count: torch.Tensor, density_gt: torch.Tensor, clear: torch.Tensor
+) -> torch.Tensor:
+    """L1 between the picture's own count (before the audio fill) and the true count, over the
+    frames marked clear (not degraded), divided by the batch size (not in the paper; off by default).
+
+    With the fill, the network can let the sound count part of every frame (docs/results.md,
+    session 7: 25-50 % of the count on clear validation frames), and the sound saturates in dense
+    scenes. On a frame the picture can see, this term makes the picture count all of it; degraded
+    and blacked-out frames are left to the fill. Divided by the whole batch, so the term's weight
+    does not grow when few frames in a batch are clear.
+    """
+    true_count = density_gt.reshape(density_gt.shape[0], -1).sum(dim=1)
+    mask = clear.reshape(-1).to(picture_count.dtype)
+    return ((picture_count.reshape(-1) - true_count).abs() * mask).sum() / max(mask.numel(), 1)
+
+
 def pir_target(patch_counts: torch.Tensor) -> torch.Tensor:
     """B x P ground-truth PIR (Eq. 7); uniform for an empty image."""
     counts = patch_counts.reshape(patch_counts.shape[0], -1).float()
@@ -63,10 +82,17 @@ def pce_loss(pce: torch.Tensor, patch_counts: torch.Tensor) -> torch.Tensor:
 
 
 def crowd_losses(
-    output: ModelOutput, density_gt: torch.Tensor, patch_counts_gt: torch.Tensor, cfg: ModelConfig
+    output: ModelOutput,
+    density_gt: torch.Tensor,
+    patch_counts_gt: torch.Tensor,
+    cfg: ModelConfig,
+    clear: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """{"dm", "pir", "pce", "count", "total"}: each term, and total = weighted sum of the active terms
-    (Eq. 13, plus the optional count term when `cfg.loss_weight_count` > 0).
+    """{"dm", "pir", "pce", "count", "picture", "total"}: each term, and total = weighted sum of the
+    active terms (Eq. 13, plus the optional count terms when their weights are > 0).
+
+    `clear` (B bools) marks the frames the training left undegraded; the picture-count term
+    needs it and the model's `picture_count` (audio fill), and is zero without them.
 
     `density_gt` is B x 1 x h x w (or B x h x w) at `cfg.density_size`; `patch_counts_gt` is
     B x grid_h x grid_w. PIR / PCE terms are active when the model has that output and
@@ -80,10 +106,16 @@ def crowd_losses(
     pir = pir_loss(output.pir_logits, patch_counts_gt) if (supervise and output.pir_logits is not None) else zero
     pce = pce_loss(output.pce, patch_counts_gt) if (supervise and output.pce is not None) else zero
     count = count_loss(output.count, density_gt) if cfg.loss_weight_count > 0 else zero
+    picture = (
+        picture_count_loss(output.picture_count, density_gt, clear)
+        if (cfg.loss_weight_picture_count > 0 and output.picture_count is not None and clear is not None)
+        else zero
+    )
     total = (
         cfg.loss_weight_dm * dm
         + cfg.loss_weight_pir * pir
         + cfg.loss_weight_pce * pce
         + cfg.loss_weight_count * count
+        + cfg.loss_weight_picture_count * picture
     )
-    return {"dm": dm, "pir": pir, "pce": pce, "count": count, "total": total}
+    return {"dm": dm, "pir": pir, "pce": pce, "count": count, "picture": picture, "total": total}

@@ -113,11 +113,15 @@ class CrowdCounter(nn.Module):
             dm_pre = self.ccm(attended, visual, embedding)  # Eq. 11 as model.md reads it
         else:
             dm_pre = attended  # without the CCM, DM_PRE = AV_ATTD
+        scale = self.density_log_scale.exp()
+        picture_count = None
         if self.audio_fill is not None:
             if embedding is None or patch_features is None:
                 raise ValueError("the audio fill needs A and the patch features (use encode)")
+            # What the picture counts by itself, for the loss that keeps it counting (losses.py).
+            picture_count = dm_pre.sum(dim=(1, 2)) * scale
             dm_pre = self.audio_fill(dm_pre, embedding, patch_features)
-        dm_pre = dm_pre * self.density_log_scale.exp()
+        dm_pre = dm_pre * scale
         density = tile_patch_maps(dm_pre, cfg.grid, cfg.active_submap_size)
         return ModelOutput(
             density=density,
@@ -127,6 +131,7 @@ class CrowdCounter(nn.Module):
             pce=pce,
             attention=attention,
             pir_logits=pir_logits,
+            picture_count=picture_count,
         )
 
     def forward(self, images: torch.Tensor, audio: torch.Tensor | None = None) -> ModelOutput:

@@ -18,6 +18,7 @@ class ModelOutput:
     pce: torch.Tensor | None = None  # B x P, patch-wise count estimate (Eq. 9)
     attention: torch.Tensor | None = None  # B x P, AW_AVT
     pir_logits: torch.Tensor | None = None  # B x P, PIR_PRE (for a numerically stable KL)
+    picture_count: torch.Tensor | None = None  # B, DM_PRE's count before the audio fill (audio_fill only)
 
 
 def _overlap_matrix(pixels: int, parts: int, like: torch.Tensor) -> torch.Tensor:

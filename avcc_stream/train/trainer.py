@@ -143,6 +143,7 @@ class BlackoutDataset(Dataset):
         item = self.base[index]
         if self.probability > 0 and rng_for("blackout", self.seed, self.epoch, item["id"]).uniform() < self.probability:
             item["image"] = self.black.clone()
+            item["clear"] = False
         return item
 
 
@@ -647,7 +648,8 @@ class Trainer:
         out = forward(self.net, batch, self.device, self.model_cfg.uses_audio, self.dtype, self.channels_last)
         density = batch["density"].to(self.device, non_blocking=True)
         patches = batch["patch_counts"].to(self.device, non_blocking=True)
-        losses = crowd_losses(_float_output(out), density, patches, self.model_cfg)
+        clear = batch["clear"].to(self.device, non_blocking=True)
+        losses = crowd_losses(_float_output(out), density, patches, self.model_cfg, clear)
         self.optimizer.zero_grad(set_to_none=True)
         total = losses["total"]
         if self.scaler:

@@ -148,6 +148,16 @@ def test_evaluation_degradation_changes_pixels_never_targets():
     assert lowres["density"].sum().item() == pytest.approx(63.0, abs=1e-3)
 
 
+def test_only_frames_left_undegraded_are_marked_clear():
+    sample = crowd_sample()
+    assert CrowdTrainingDataset([sample], LOWRES, augment=False)[0]["clear"] is True
+    assert CrowdTrainingDataset([sample], LOWRES, augment=False, degradation=setting("noise25"))[0]["clear"] is False
+    always = Augmentation(degrade_probability=1.0)
+    never = Augmentation(degrade_probability=0.0)
+    assert CrowdTrainingDataset([sample], LOWRES, augment=True, augmentation=always)[0]["clear"] is False
+    assert CrowdTrainingDataset([sample], LOWRES, augment=True, augmentation=never)[0]["clear"] is True
+
+
 def test_evaluation_degradation_is_the_same_for_every_run_with_the_seed():
     sample = crowd_sample()
     make = lambda seed: CrowdTrainingDataset([sample], LOWRES, augment=False,  # noqa: E731

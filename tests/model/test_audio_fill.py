@@ -118,3 +118,23 @@ def test_a_boolean_fill_reads_as_add_so_first_recipe_checkpoints_load():
 def test_fill_without_what_it_needs_is_a_clear_config_error(preset, overrides, message):
     with pytest.raises(ValueError, match=message):
         ModelConfig.from_preset(preset, **overrides)
+
+
+@pytest.mark.parametrize("fill_mode", ["add", "blend"])
+def test_picture_count_is_the_count_before_the_fill(fill_mode):
+    """A fresh fill (beta 0) changes nothing, so the picture's count is the count; once beta grows,
+    the count moves and the picture's count stays what DM_PRE alone holds."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.from_preset("cc-av-512", **{**FILL, "audio_fill": fill_mode}, **SMALL_WIDTHS))
+    model.eval()
+    batch = random_batch(model.config, 2)
+    with torch.no_grad():
+        fresh = model(*batch)
+        model.audio_fill.beta.fill_(0.5)
+        filled = model(*batch)
+    torch.testing.assert_close(fresh.picture_count, fresh.count)
+    torch.testing.assert_close(filled.picture_count, fresh.picture_count)
+    assert not torch.allclose(filled.count, fresh.count)
+    without = build_model(ModelConfig.from_preset("cc-av-512", **SMALL_WIDTHS)).eval()
+    with torch.no_grad():
+        assert without(*random_batch(without.config, 1)).picture_count is None

@@ -109,3 +109,43 @@ def test_count_term_enters_the_total_only_when_weighted() -> None:
     assert plain["count"].item() == 0.0
     assert weighted["count"].item() == pytest.approx(2.0)
     assert weighted["total"].item() == pytest.approx(plain["total"].item() + 1.0)
+
+
+def test_picture_count_loss_counts_only_clear_frames_over_the_whole_batch() -> None:
+    from avcc_stream.model.losses import picture_count_loss
+
+    density = torch.zeros(3, 1, 2, 2)
+    density[:, 0, 0, 0] = torch.tensor([4.0, 10.0, 2.0])
+    picture = torch.tensor([1.0, 0.0, 2.0])  # errors 3, 10 and 0
+    clear = torch.tensor([True, False, True])
+    # Frame 2 is degraded: its miss of 10 is the fill's to cover. (3 + 0) / 3 frames.
+    assert picture_count_loss(picture, density, clear).item() == pytest.approx(1.0)
+    assert picture_count_loss(picture, density, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+
+
+def test_picture_count_term_enters_the_total_only_when_weighted_and_given_the_clear_frames() -> None:
+    cfg = ModelConfig.from_preset(
+        "cc-av-512", patch_embedding="pixels", ccm_residual=True, audio_fill="blend", loss_weight_picture_count=0.5
+    )
+    h, w = cfg.density_size
+    density_gt = torch.zeros(1, 1, h, w)
+    density_gt[0, 0, 0, 0] = 6.0
+    predicted = density_gt.clone()
+    out = ModelOutput(
+        density=predicted, count=predicted.sum(dim=(1, 2, 3)), patch_counts=patch_sums(predicted, cfg.grid),
+        picture_count=torch.tensor([2.0]),  # the picture saw 2 of 6, the sound filled in the rest
+    )  # fmt: skip
+    patches = patch_sums(density_gt, cfg.grid)
+    clear = crowd_losses(out, density_gt, patches, cfg, torch.tensor([True]))
+    degraded = crowd_losses(out, density_gt, patches, cfg, torch.tensor([False]))
+    unweighted = crowd_losses(out, density_gt, patches, cfg.model_copy(update={"loss_weight_picture_count": 0.0}),
+                              torch.tensor([True]))  # fmt: skip
+    assert clear["picture"].item() == pytest.approx(4.0)
+    assert clear["total"].item() == pytest.approx(degraded["total"].item() + 2.0)
+    assert degraded["picture"].item() == 0.0 and unweighted["picture"].item() == 0.0
+    assert crowd_losses(out, density_gt, patches, cfg)["picture"].item() == 0.0  # no clear flags: no term
+
+
+def test_picture_count_weight_without_the_audio_fill_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="loss_weight_picture_count needs audio_fill"):
+        ModelConfig.from_preset("cc-av-512", loss_weight_picture_count=1.0)

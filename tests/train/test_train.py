@@ -304,3 +304,30 @@ def test_count_weights_follow_the_counts_of_a_split_or_a_subset(tiny_dataset: Pa
     assert count_weights(source, 0.0) is None
     torch.testing.assert_close(count_weights(source, 0.5), (1 + counts).sqrt())
     torch.testing.assert_close(count_weights(Subset(source, [2, 0]), 1.0), 1 + counts[[2, 0]])
+
+
+def test_blacked_out_frames_are_black_and_not_clear(tiny_dataset: Path) -> None:
+    """The picture-count loss must never ask the picture to count a frame the blackout hid."""
+    from avcc_stream.data.datasets import open_dataset
+    from avcc_stream.data.training import Augmentation, CrowdTrainingDataset
+    from avcc_stream.model import ModelConfig
+    from avcc_stream.train.trainer import BlackoutDataset
+
+    base = CrowdTrainingDataset(open_dataset(tiny_dataset, "train"), ModelConfig.from_preset("cc-av-lowres"),
+                                augment=True, augmentation=Augmentation(degrade_probability=0.0))
+    assert all(base[i]["clear"] for i in range(len(base)))
+    blacked = BlackoutDataset(base, probability=1.0, seed=0)
+    items = [blacked[i] for i in range(len(blacked))]
+    assert all(item["clear"] is False and torch.equal(item["image"], blacked.black) for item in items)
+    assert [item["count"] for item in items] == [base[i]["count"] for i in range(len(base))]
+
+
+def test_a_run_with_the_picture_count_term_trains_and_saves(tiny_dataset: Path, tmp_path: Path) -> None:
+    data = small_config_dict(tiny_dataset)
+    data["model"]["overrides"].update(
+        {"patch_embedding": "pixels", "ccm_residual": True, "audio_fill": "blend", "loss_weight_picture_count": 1.0}
+    )
+    result = train(TrainConfig.model_validate(data), tmp_path / "run", progress=False)
+    assert result.global_step == 2
+    header = read_checkpoint_header(tmp_path / "run" / "best.safetensors")
+    assert header["model_config"]["loss_weight_picture_count"] == 1.0
