@@ -60,6 +60,16 @@ class Candidate:
 class SettingResult:
     errors: CountErrors = field(default_factory=CountErrors)
     predictions: dict[str, float] = field(default_factory=dict)
+    # The picture's own count (DM_PRE before the audio fill), for checkpoints with a fill only.
+    picture: CountErrors = field(default_factory=CountErrors)
+    picture_total: float = 0.0
+
+    @property
+    def picture_share(self) -> float:
+        """The share of the model's count that the picture supplies (the rest is the sound's,
+        through the fill); NaN without a fill."""
+        total = sum(self.predictions.values())
+        return self.picture_total / total if self.picture.n and total > 0 else math.nan
 
 
 def load_candidates(specs: Sequence[str], device: torch.device) -> list[Candidate]:
@@ -113,6 +123,9 @@ def evaluate_setting(
                 out = cand.model(images, audio if cand.config.uses_audio else None)
                 result = results[cand.label]
                 result.errors.update(out.count, batch["count"])
+                if out.picture_count is not None:
+                    result.picture.update(out.picture_count, batch["count"])
+                    result.picture_total += float(out.picture_count.sum())
                 for sample_id, count in zip(batch["id"], out.count.tolist(), strict=True):
                     result.predictions[sample_id] = float(count)
     return results
@@ -143,6 +156,17 @@ class Evaluation:
         """Ids of the k images with the largest absolute count error at the regular setting."""
         predictions = self.table["regular"][label].predictions
         return sorted(predictions, key=lambda i: -abs(predictions[i] - self.true_counts[i]))[:k]
+
+    def picture_settings(self) -> list[tuple[str, dict[str, SettingResult]]]:
+        """(heading, label -> result) for every table column and occlusion rate, in report order."""
+        return [(title, self.table[name]) for name, title in self.columns] + [
+            (f"Occlusion {rate:g}", self.curve[rate]) for rate in sorted(self.curve)
+        ]
+
+    def fill_labels(self) -> list[str]:
+        """The checkpoints that report the picture's own count (those with an audio fill)."""
+        regular = self.table["regular"]
+        return [c.label for c in self.candidates if regular[c.label].picture.n]
 
 
 def run_evaluation(
@@ -269,6 +293,13 @@ def json_payload(evaluation: Evaluation) -> dict[str, Any]:
                 label: [finite(evaluation.curve[r][label].errors.rmse) for r in sorted(evaluation.curve)]
                 for label in labels
             },
+        },
+        "picture_alone": {
+            label: {
+                heading: {"mae": finite(results[label].picture.mae), "share": finite(results[label].picture_share)}
+                for heading, results in evaluation.picture_settings()
+            }
+            for label in evaluation.fill_labels()
         },
         "seconds": round(evaluation.seconds, 1),
         "predictions": {

@@ -1,4 +1,5 @@
-"""Writing an evaluation: report.md (Table 1 + occlusion table), report.json, occlusion.png and
+"""Writing an evaluation: report.md (Table 1 + occlusion table, and for audio-fill checkpoints where
+the count comes from), report.json, occlusion.png and
 overlays/<checkpoint>.png (the worst images: frame, true and predicted density)."""
 
 from __future__ import annotations
@@ -56,8 +57,31 @@ def markdown_report(evaluation: Evaluation) -> str:
             lines.append(
                 f"| {label} | " + " | ".join(f"{evaluation.curve[r][label].errors.mae:.2f}" for r in rates) + " |"
             )
+    lines += picture_alone_lines(evaluation)
     lines += ["", f"Evaluation took {evaluation.seconds:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def picture_alone_lines(evaluation: Evaluation) -> list[str]:
+    """For checkpoints with the audio fill: the MAE of the picture's own count (before the fill)
+    and the share of the model's count it supplies, per setting; the rest is the sound's."""
+    labels = evaluation.fill_labels()
+    if not labels:
+        return []
+    settings = evaluation.picture_settings()
+    lines = [
+        "",
+        "Where the count comes from (checkpoints with the audio fill): MAE of the picture's own count "
+        "(DM_PRE before the fill) and, in brackets, the share of the model's count that the picture "
+        "supplies; the sound supplies the rest:",
+        "",
+        "| checkpoint | " + " | ".join(heading for heading, _ in settings) + " |",
+        "|---|" + "---|" * len(settings),
+    ]
+    for label in labels:
+        cells = [f"{results[label].picture.mae:.2f} ({results[label].picture_share:.0%})" for _, results in settings]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_occlusion_curve(evaluation: Evaluation, path: Path) -> Path:

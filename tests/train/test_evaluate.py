@@ -71,3 +71,45 @@ def test_bad_occlusion_rates_and_missing_checkpoint(tiny_dataset: Path, capsys: 
     assert "every rate must be in [0, 1]" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", "builtin:nope", "--dataset", str(tiny_dataset)]) == 2
     assert "no built-in checkpoint 'nope'" in capsys.readouterr().err
+
+
+def test_report_says_how_much_of_a_fill_models_count_the_picture_supplies(
+    tiny_dataset: Path, checkpoints: list[Path], tmp_path: Path
+) -> None:
+    import torch
+
+    from avcc_stream.model import ModelConfig, build_model
+    from avcc_stream.model.checkpoint import save_checkpoint
+    from avcc_stream.train.report import markdown_report
+
+    torch.manual_seed(5)
+    cfg = ModelConfig.from_preset("cc-av-lowres", patch_embedding="pixels", ccm_residual=True, audio_fill="add",
+                                  **SMALL_WIDTHS)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.vfe.merge_head.head[1].bias.fill_(1.0)  # a random head's map is all zeros: give the picture a count
+        model.audio_fill.beta.fill_(2.0)  # the sound adds to every patch: the picture's share < 1
+    fill_path = save_checkpoint(tmp_path / "fill.safetensors", model, provenance={"source": "test"})
+    device = torch.device("cpu")
+    candidates = load_candidates([str(fill_path), str(checkpoints[1])], device)
+    evaluation = run_evaluation(candidates, tiny_dataset, "test", seed=1, occlusion_rates=[1.0], limit=3)
+    label = candidates[0].label
+    assert evaluation.fill_labels() == [label]  # CC-V has no fill and no such row
+
+    # By hand, at the regular setting: the picture's own counts against the truth and the model's counts.
+    from avcc_stream.data.datasets import open_dataset
+    from avcc_stream.data.training import CrowdTrainingDataset
+
+    items = [CrowdTrainingDataset(open_dataset(tiny_dataset, "test"), cfg, augment=False, seed=1)[i] for i in range(3)]
+    with torch.no_grad():
+        out = model(torch.stack([i["image"] for i in items]), torch.stack([i["audio"] for i in items]))
+    truth = torch.stack([i["count"] for i in items])
+    regular = evaluation.table["regular"][label]
+    assert regular.picture.mae == pytest.approx(float((out.picture_count - truth).abs().mean()), rel=1e-4)
+    assert regular.picture_share == pytest.approx(float(out.picture_count.sum() / out.count.sum()), rel=1e-4)
+    assert 0 < regular.picture_share < 1
+
+    markdown = markdown_report(evaluation)
+    assert "Where the count comes from" in markdown and f"| {label} | {regular.picture.mae:.2f} (" in markdown
+    assert "Occlusion 1 |" in markdown
+    assert not any(line.startswith(f"| {candidates[1].label} |") for line in markdown.split("Where the count")[1].splitlines())
