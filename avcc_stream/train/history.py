@@ -11,7 +11,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-STEP_FIELDS = ("global_step", "epoch", "lr", "loss", "dm", "pir", "pce", "train_mae", "elapsed_s")
+# Every loss term on its own (crowd_losses' keys), so a run shows which term moved. New columns go
+# last: a run resumed from an older steps.csv keeps that file's columns (see append_row).
+LOSS_TERMS = ("dm", "pir", "pce", "count", "picture")
+STEP_FIELDS = ("global_step", "epoch", "lr", "loss", "dm", "pir", "pce", "train_mae", "elapsed_s", "count", "picture")
 EPOCH_FIELDS = (
     "epoch", "global_step", "lr", "train_loss", "train_mae", "val_mae", "val_rmse", "val_mean_count",
     "best_val_mae", "elapsed_s",
@@ -21,7 +24,12 @@ VAL_FIELDS = ("epoch", "global_step", "setting", "mae", "rmse", "mean_count")
 
 
 def append_row(path: Path, fields: tuple[str, ...], row: dict[str, Any]) -> None:
+    """Append `row`; a new file gets `fields` as its header. An existing file keeps its own header
+    (a run resumed by a newer version writes the columns that file has), so it never goes ragged."""
     new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with path.open(newline="") as handle:
+            fields = tuple(next(csv.reader(handle), fields))
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         if new:
@@ -74,6 +82,10 @@ def plot_history(out_dir: Path, title: str) -> Path:
     if steps:
         left.plot([r["global_step"] for r in steps], [r["loss"] for r in steps], lw=0.8, label="total")
         left.plot([r["global_step"] for r in steps], [r["dm"] for r in steps], lw=0.8, label="density (Eq. 12)")
+        for term, label in (("count", "count"), ("picture", "picture's own count")):
+            values = [r.get(term, math.nan) for r in steps]
+            if any(v > 0 for v in values):  # only the terms the run used (NaN compares False)
+                left.plot([r["global_step"] for r in steps], values, lw=0.8, label=label)
         left.set_yscale("log")
         left.legend()
     left.set_xlabel("optimizer step")

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from avcc_stream.train.config import TrainConfig
 from avcc_stream.train.distributed import DistContext, init_distributed, shutdown_distributed
-from avcc_stream.train.history import EPOCH_FIELDS, STEP_FIELDS, VAL_FIELDS, append_row, plot_history
+from avcc_stream.train.history import EPOCH_FIELDS, LOSS_TERMS, STEP_FIELDS, VAL_FIELDS, append_row, plot_history
 from avcc_stream.train.metrics import CountErrors
 
 STATE_FILE = "state.pt"
@@ -593,7 +593,7 @@ class Trainer:
                 self.sampler.set_epoch(self.epoch)
                 self.sampler.skip = self.step_in_epoch * cfg.train.batch_size
                 running = {"loss": 0.0, "batches": 0.0, "abs": 0.0, "n": 0.0}
-                window = {"loss": 0.0, "dm": 0.0, "pir": 0.0, "pce": 0.0, "abs": 0.0, "n": 0.0, "batches": 0.0}
+                window = {"loss": 0.0, "abs": 0.0, "n": 0.0, "batches": 0.0, **dict.fromkeys(LOSS_TERMS, 0.0)}
                 bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, disable=not self.progress,
                            desc=f"{self.model_cfg.name} epoch {self.epoch + 1}/{cfg.train.epochs}", dynamic_ncols=True)
                 for batch in self.loader:
@@ -606,7 +606,7 @@ class Trainer:
                         acc["batches"] += 1
                         acc["abs"] += abs_err
                         acc["n"] += len(batch["count"])
-                    for key in ("dm", "pir", "pce"):
+                    for key in LOSS_TERMS:
                         window[key] += float(losses[key])
                     bar.update(1)
                     bar.set_postfix(loss=f"{float(losses['total']):.3g}", mae=f"{running['abs'] / running['n']:.1f}")
@@ -615,7 +615,7 @@ class Trainer:
                         append_row(self.out_dir / "steps.csv", STEP_FIELDS, {
                             "global_step": self.global_step, "epoch": self.epoch,
                             "lr": self.optimizer.param_groups[0]["lr"], "loss": window["loss"] / b,
-                            "dm": window["dm"] / b, "pir": window["pir"] / b, "pce": window["pce"] / b,
+                            **{key: window[key] / b for key in LOSS_TERMS},
                             "train_mae": window["abs"] / window["n"], "elapsed_s": round(self.elapsed(), 1),
                         })
                         window = dict.fromkeys(window, 0.0)

@@ -331,3 +331,6 @@ def test_a_run_with_the_picture_count_term_trains_and_saves(tiny_dataset: Path, 
     assert result.global_step == 2
     header = read_checkpoint_header(tmp_path / "run" / "best.safetensors")
     assert header["model_config"]["loss_weight_picture_count"] == 1.0
+    # steps.csv logs the term on its own: positive, since the tiny set's frames are clear and counted.
+    steps = list(csv.DictReader((tmp_path / "run" / "steps.csv").open()))
+    assert len(steps) == 2 and all(float(row["picture"]) > 0 for row in steps)
