@@ -126,6 +126,13 @@ class ModelConfig(BaseModel):
         "did not degrade (ours; needs audio_fill): where the picture can see, it must count by itself, "
         "so the fill's gate learns to close on clear frames instead of letting the sound count there",
     )
+    loss_weight_sound_count: float = Field(
+        0.0,
+        ge=0.0,
+        title="L1 term on the sound's own count of the whole frame (the audio fill's sub-map over all "
+        "patches) for every frame (ours; needs audio_fill: blend, where that sub-map and the picture's are "
+        "two estimates of the same density): keeps the sound counting while the picture trains",
+    )
     density_loss_scale: float = Field(
         1.0, gt=0.0, title="both maps multiplied by this before Eq. 12 (DISCO code's LOG_PARA is 100)"
     )
@@ -166,6 +173,9 @@ class ModelConfig(BaseModel):
         if self.loss_weight_picture_count > 0 and self.audio_fill == "off":
             raise ValueError("loss_weight_picture_count needs audio_fill (add or blend): without it the "
                              "picture's count is the model's count; use loss_weight_count")
+        if self.loss_weight_sound_count > 0 and self.audio_fill != "blend":
+            raise ValueError("loss_weight_sound_count needs audio_fill: blend (in add mode the sound's "
+                             "sub-map is what the picture misses, not a count of the whole frame)")
         if self.use_audio and not (
             self.audio_reaches_fusion or self.use_avt or self.use_ccm or self.audio_fill != "off"
         ):

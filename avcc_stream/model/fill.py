@@ -59,6 +59,12 @@ class AudioFill(nn.Module):
         """A (B x Z) -> S (B x 1 x Z), the sound's sub-map for every patch."""
         return torch.relu(self.sound_map(audio)).unsqueeze(1)
 
+    def sound_count(self, audio: torch.Tensor, patches: int) -> torch.Tensor:
+        """A (B x Z) -> B: the sound's own count of the whole frame, S summed over all P patches
+        (in density units before the head's scale). In `blend` mode S and DM_PRE are two estimates
+        of the same sub-map, so this is the count the sound alone makes of the frame."""
+        return self.sound(audio).sum(dim=(1, 2)) * patches
+
     def forward(self, dm_pre: torch.Tensor, audio: torch.Tensor, patch_features: torch.Tensor) -> torch.Tensor:
         gate = self.visibility_gate(patch_features).unsqueeze(-1)  # B x P x 1
         if self.mode == "add":

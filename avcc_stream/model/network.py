@@ -114,12 +114,13 @@ class CrowdCounter(nn.Module):
         else:
             dm_pre = attended  # without the CCM, DM_PRE = AV_ATTD
         scale = self.density_log_scale.exp()
-        picture_count = None
+        picture_count = sound_count = None
         if self.audio_fill is not None:
             if embedding is None or patch_features is None:
                 raise ValueError("the audio fill needs A and the patch features (use encode)")
             # What the picture counts by itself, for the loss that keeps it counting (losses.py).
             picture_count = dm_pre.sum(dim=(1, 2)) * scale
+            sound_count = self.audio_fill.sound_count(embedding, dm_pre.shape[1]) * scale
             dm_pre = self.audio_fill(dm_pre, embedding, patch_features)
         dm_pre = dm_pre * scale
         density = tile_patch_maps(dm_pre, cfg.grid, cfg.active_submap_size)
@@ -132,6 +133,7 @@ class CrowdCounter(nn.Module):
             attention=attention,
             pir_logits=pir_logits,
             picture_count=picture_count,
+            sound_count=sound_count,
         )
 
     def forward(self, images: torch.Tensor, audio: torch.Tensor | None = None) -> ModelOutput:

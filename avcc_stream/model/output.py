@@ -19,6 +19,7 @@ class ModelOutput:
     attention: torch.Tensor | None = None  # B x P, AW_AVT
     pir_logits: torch.Tensor | None = None  # B x P, PIR_PRE (for a numerically stable KL)
     picture_count: torch.Tensor | None = None  # B, DM_PRE's count before the audio fill (audio_fill only)
+    sound_count: torch.Tensor | None = None  # B, what the fill counts where it hands a whole frame to the sound (audio_fill only)
 
 
 def _overlap_matrix(pixels: int, parts: int, like: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,9 @@ class SettingResult:
     # The picture's own count (DM_PRE before the audio fill), for checkpoints with a fill only.
     picture: CountErrors = field(default_factory=CountErrors)
     picture_total: float = 0.0
+    # The sound's own count of the whole frame (the fill's sub-map over all patches): it reads
+    # only the audio, which no setting degrades, so the regular setting's is the one reported.
+    sound: CountErrors = field(default_factory=CountErrors)
 
     @property
     def picture_share(self) -> float:
@@ -126,6 +129,8 @@ def evaluate_setting(
                 if out.picture_count is not None:
                     result.picture.update(out.picture_count, batch["count"])
                     result.picture_total += float(out.picture_count.sum())
+                if out.sound_count is not None:
+                    result.sound.update(out.sound_count, batch["count"])
                 for sample_id, count in zip(batch["id"], out.count.tolist(), strict=True):
                     result.predictions[sample_id] = float(count)
     return results
@@ -300,6 +305,9 @@ def json_payload(evaluation: Evaluation) -> dict[str, Any]:
                 for heading, results in evaluation.picture_settings()
             }
             for label in evaluation.fill_labels()
+        },
+        "sound_alone_mae": {
+            label: finite(evaluation.table["regular"][label].sound.mae) for label in evaluation.fill_labels()
         },
         "seconds": round(evaluation.seconds, 1),
         "predictions": {

@@ -13,8 +13,10 @@ from typing import Any
 
 # Every loss term on its own (crowd_losses' keys), so a run shows which term moved. New columns go
 # last: a run resumed from an older steps.csv keeps that file's columns (see append_row).
-LOSS_TERMS = ("dm", "pir", "pce", "count", "picture")
-STEP_FIELDS = ("global_step", "epoch", "lr", "loss", "dm", "pir", "pce", "train_mae", "elapsed_s", "count", "picture")
+LOSS_TERMS = ("dm", "pir", "pce", "count", "picture", "sound")
+STEP_FIELDS = (
+    "global_step", "epoch", "lr", "loss", "dm", "pir", "pce", "train_mae", "elapsed_s", "count", "picture", "sound",
+)
 EPOCH_FIELDS = (
     "epoch", "global_step", "lr", "train_loss", "train_mae", "val_mae", "val_rmse", "val_mean_count",
     "best_val_mae", "elapsed_s",
@@ -82,7 +84,7 @@ def plot_history(out_dir: Path, title: str) -> Path:
     if steps:
         left.plot([r["global_step"] for r in steps], [r["loss"] for r in steps], lw=0.8, label="total")
         left.plot([r["global_step"] for r in steps], [r["dm"] for r in steps], lw=0.8, label="density (Eq. 12)")
-        for term, label in (("count", "count"), ("picture", "picture's own count")):
+        for term, label in (("count", "count"), ("picture", "picture's own count"), ("sound", "sound's own count")):
             values = [r.get(term, math.nan) for r in steps]
             if any(v > 0 for v in values):  # only the terms the run used (NaN compares False)
                 left.plot([r["global_step"] for r in steps], values, lw=0.8, label=label)

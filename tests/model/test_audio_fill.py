@@ -138,3 +138,23 @@ def test_picture_count_is_the_count_before_the_fill(fill_mode):
     without = build_model(ModelConfig.from_preset("cc-av-512", **SMALL_WIDTHS)).eval()
     with torch.no_grad():
         assert without(*random_batch(without.config, 1)).picture_count is None
+
+
+def test_sound_count_is_the_count_when_the_blend_hands_every_patch_to_the_sound():
+    """With the gate open everywhere and beta 1, the blend's map is the sound's sub-map on every
+    patch, so the model's count is the sound's own count; DM_PRE no longer matters."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.from_preset("cc-av-512", **{**FILL, "audio_fill": "blend"}, **SMALL_WIDTHS))
+    model.eval()
+    images, audio = random_batch(model.config, 2)
+    with torch.no_grad():
+        model.audio_fill.beta.fill_(1.0)
+        last = model.audio_fill.gate[-1]
+        last.weight.zero_()
+        last.bias.fill_(60.0)  # sigmoid(60) == 1 in float32
+        out = model(images, audio)
+        other_picture = model(torch.rand_like(images), audio)
+    assert out.sound_count.shape == (2,)
+    torch.testing.assert_close(out.count, out.sound_count)
+    torch.testing.assert_close(other_picture.count, out.count)
+    assert not torch.allclose(out.sound_count[0], out.sound_count[1])  # it reads each clip's sound

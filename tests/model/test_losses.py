@@ -149,3 +149,31 @@ def test_picture_count_term_enters_the_total_only_when_weighted_and_given_the_cl
 def test_picture_count_weight_without_the_audio_fill_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="loss_weight_picture_count needs audio_fill"):
         ModelConfig.from_preset("cc-av-512", loss_weight_picture_count=1.0)
+
+
+def test_sound_count_term_is_the_l1_of_the_sounds_own_count_on_every_frame() -> None:
+    cfg = ModelConfig.from_preset(
+        "cc-av-512", patch_embedding="pixels", ccm_residual=True, audio_fill="blend", loss_weight_sound_count=0.25
+    )
+    h, w = cfg.density_size
+    density_gt = torch.zeros(2, 1, h, w)
+    density_gt[:, 0, 0, 0] = torch.tensor([6.0, 1.0])
+    predicted = density_gt.clone()
+    out = ModelOutput(
+        density=predicted, count=predicted.sum(dim=(1, 2, 3)), patch_counts=patch_sums(predicted, cfg.grid),
+        sound_count=torch.tensor([2.0, 4.0]),  # errors 4 and 3, whatever the picture shows
+    )  # fmt: skip
+    patches = patch_sums(density_gt, cfg.grid)
+    weighted = crowd_losses(out, density_gt, patches, cfg, torch.tensor([True, False]))
+    unweighted = crowd_losses(out, density_gt, patches, cfg.model_copy(update={"loss_weight_sound_count": 0.0}))
+    assert weighted["sound"].item() == pytest.approx(3.5)
+    assert weighted["total"].item() == pytest.approx(unweighted["total"].item() + 0.25 * 3.5)
+    assert unweighted["sound"].item() == 0.0
+
+
+@pytest.mark.parametrize("fill", ["off", "add"])
+def test_sound_count_weight_without_the_blend_fill_is_a_config_error(fill: str) -> None:
+    with pytest.raises(ValueError, match="loss_weight_sound_count needs audio_fill: blend"):
+        ModelConfig.from_preset(
+            "cc-av-512", patch_embedding="pixels", ccm_residual=True, audio_fill=fill, loss_weight_sound_count=1.0
+        )

@@ -322,15 +322,17 @@ def test_blacked_out_frames_are_black_and_not_clear(tiny_dataset: Path) -> None:
     assert [item["count"] for item in items] == [base[i]["count"] for i in range(len(base))]
 
 
-def test_a_run_with_the_picture_count_term_trains_and_saves(tiny_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("weight", "column"), [("loss_weight_picture_count", "picture"),
+                                               ("loss_weight_sound_count", "sound")])
+def test_a_run_with_a_fill_count_term_trains_and_saves(tiny_dataset: Path, tmp_path: Path, weight: str,
+                                                       column: str) -> None:
     data = small_config_dict(tiny_dataset)
-    data["model"]["overrides"].update(
-        {"patch_embedding": "pixels", "ccm_residual": True, "audio_fill": "blend", "loss_weight_picture_count": 1.0}
-    )
+    data["model"]["overrides"].update({"patch_embedding": "pixels", "ccm_residual": True, "audio_fill": "blend",
+                                       weight: 1.0})
     result = train(TrainConfig.model_validate(data), tmp_path / "run", progress=False)
     assert result.global_step == 2
     header = read_checkpoint_header(tmp_path / "run" / "best.safetensors")
-    assert header["model_config"]["loss_weight_picture_count"] == 1.0
+    assert header["model_config"][weight] == 1.0
     # steps.csv logs the term on its own: positive, since the tiny set's frames are clear and counted.
     steps = list(csv.DictReader((tmp_path / "run" / "steps.csv").open()))
-    assert len(steps) == 2 and all(float(row["picture"]) > 0 for row in steps)
+    assert len(steps) == 2 and all(float(row[column]) > 0 for row in steps)
