@@ -129,7 +129,7 @@ class ModelConfig(BaseModel):
     loss_weight_sound_count: float = Field(
         0.0,
         ge=0.0,
-        title="L1 term on the sound's own count of the whole frame (the audio fill's sub-map over all "
+        title="L1 term on the sound's own count of the whole frame (the audio fill's beta x sub-map over all "
         "patches) for every frame (ours; needs audio_fill: blend, where that sub-map and the picture's are "
         "two estimates of the same density): keeps the sound counting while the picture trains",
     )

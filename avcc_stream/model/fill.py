@@ -60,10 +60,12 @@ class AudioFill(nn.Module):
         return torch.relu(self.sound_map(audio)).unsqueeze(1)
 
     def sound_count(self, audio: torch.Tensor, patches: int) -> torch.Tensor:
-        """A (B x Z) -> B: the sound's own count of the whole frame, S summed over all P patches
-        (in density units before the head's scale). In `blend` mode S and DM_PRE are two estimates
-        of the same sub-map, so this is the count the sound alone makes of the frame."""
-        return self.sound(audio).sum(dim=(1, 2)) * patches
+        """A (B x Z) -> B: the sound's own count of the whole frame, beta x S summed over all P
+        patches (in density units before the head's scale): what the fill counts on a frame whose
+        gate is open everywhere and whose picture shows nothing (DM_PRE = 0). beta is in it
+        because the network learns the two together (session 10's model: beta 0.14, S about six
+        times the count), so only their product is the sound's estimate."""
+        return self.beta * self.sound(audio).sum(dim=(1, 2)) * patches
 
     def forward(self, dm_pre: torch.Tensor, audio: torch.Tensor, patch_features: torch.Tensor) -> torch.Tensor:
         gate = self.visibility_gate(patch_features).unsqueeze(-1)  # B x P x 1

@@ -59,8 +59,8 @@ def picture_count_loss(
 
 
 def sound_count_loss(sound_count: torch.Tensor, density_gt: torch.Tensor) -> torch.Tensor:
-    """L1 between the sound's own count of the whole frame (the fill's S over all patches) and the
-    true count, batch mean, on every frame (not in the paper; off by default).
+    """L1 between the sound's own count of the whole frame (the fill's beta x S over all patches)
+    and the true count, batch mean, on every frame (not in the paper; off by default).
 
     Without it the sound's sub-map is trained only through the frames where the fill's gate opens
     (dark, occluded and blacked-out ones), a minority of each batch; in sessions 8 and 10 the

@@ -63,7 +63,7 @@ class SettingResult:
     # The picture's own count (DM_PRE before the audio fill), for checkpoints with a fill only.
     picture: CountErrors = field(default_factory=CountErrors)
     picture_total: float = 0.0
-    # The sound's own count of the whole frame (the fill's sub-map over all patches): it reads
+    # The sound's own count of the whole frame (the fill's beta x sub-map over all patches): it reads
     # only the audio, which no setting degrades, so the regular setting's is the one reported.
     sound: CountErrors = field(default_factory=CountErrors)
 

@@ -158,3 +158,6 @@ def test_sound_count_is_the_count_when_the_blend_hands_every_patch_to_the_sound(
     torch.testing.assert_close(out.count, out.sound_count)
     torch.testing.assert_close(other_picture.count, out.count)
     assert not torch.allclose(out.sound_count[0], out.sound_count[1])  # it reads each clip's sound
+    with torch.no_grad():
+        model.audio_fill.beta.fill_(0.25)  # the sound's estimate is beta x S: a quarter of it
+        torch.testing.assert_close(model(images, audio).sound_count, out.sound_count * 0.25)
