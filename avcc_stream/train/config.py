@@ -119,6 +119,8 @@ class TrainSection(_Strict):
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", title="auto: bf16 (or fp16) on CUDA, off on CPU; bf16 also runs on CPU (autocast)"
     )
+    # YAML 1.1 (PyYAML) reads a bare `off` as false, in a config file and in --set alike.
+    _amp_off = field_validator("amp", mode="before")(lambda value: "off" if value is False else value)
     channels_last: bool = Field(True, title="channels_last memory format (CUDA only)")
     threads: int | None = Field(None, ge=1, title="torch.set_num_threads for this process (CPU)")
     save_every_steps: int = Field(100, ge=1, title="write the resumable state this often (and every epoch)")

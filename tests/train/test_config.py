@@ -51,6 +51,10 @@ def test_set_overrides_are_typed_and_validated(tmp_path: Path) -> None:
     path = write_config(tmp_path / "c.yaml", small_config_dict(tmp_path))
     cfg = load_config(path, ["train.epochs=7", "optim.lr=2e-4", "data.augment=false"])
     assert (cfg.train.epochs, cfg.optim.lr, cfg.data.augment) == (7, 2e-4, False)
+    # YAML reads a bare `off` as false; amp's `off` still means off, in the file and in --set.
+    assert load_config(path, ["train.amp=off"]).train.amp == "off"
+    (tmp_path / "amp.yaml").write_text(path.read_text().replace("train:\n", "train:\n  amp: off\n", 1))
+    assert load_config(tmp_path / "amp.yaml").train.amp == "off"
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(path, ["train.epochs"])
     with pytest.raises(ConfigError, match=r"train\.epochz"):
