@@ -117,7 +117,8 @@ class TrainSection(_Strict):
     batch_size: int = Field(4, ge=1, title="per process (DDP: global batch = batch_size * world size)")
     seed: int = Field(0, title="model initialisation, dropout and shuffling")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
-        "auto", title="auto: bf16 (or fp16) on CUDA, off on CPU; bf16 also runs on CPU (autocast)"
+        "auto", title="auto: bf16 (or fp16) on CUDA, off on CPU; bf16 also runs on CPU (autocast), fast only "
+        "where the CPU has bf16 instructions (AVX512-BF16, AMX); elsewhere it is emulated and slower than off"
     )
     # YAML 1.1 (PyYAML) reads a bare `off` as false, in a config file and in --set alike.
     _amp_off = field_validator("amp", mode="before")(lambda value: "off" if value is False else value)

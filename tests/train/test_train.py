@@ -336,3 +336,16 @@ def test_a_run_with_a_fill_count_term_trains_and_saves(tiny_dataset: Path, tmp_p
     # steps.csv logs the term on its own: positive, since the tiny set's frames are clear and counted.
     steps = list(csv.DictReader((tmp_path / "run" / "steps.csv").open()))
     assert len(steps) == 2 and all(float(row[column]) > 0 for row in steps)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_gets_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from avcc_stream.train import trainer
+
+    assert isinstance(trainer.cpu_has_bf16(), bool)  # what oneDNN says of this machine's CPU
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: False)
+    assert "set train.amp" in trainer.amp_warning(torch.bfloat16, cpu)
+    assert trainer.amp_warning(None, cpu) is None  # float32
+    assert trainer.amp_warning(torch.bfloat16, cuda) is None
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
+    assert trainer.amp_warning(torch.bfloat16, cpu) is None
