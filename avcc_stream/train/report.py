@@ -81,9 +81,9 @@ def picture_alone_lines(evaluation: Evaluation) -> list[str]:
     for label in labels:
         cells = [f"{results[label].picture.mae:.2f} ({results[label].picture_share:.0%})" for _, results in settings]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "The sound's own count of the whole frame (the fill's beta x sub-map over all patches, what it counts with the gate open and the picture blank; it reads "
-              "only the audio, which no setting degrades), MAE: "
-              + "; ".join(f"{label} {evaluation.table['regular'][label].sound.mae:.2f}" for label in labels) + "."]
+    sound = "; ".join(f"{label} {evaluation.table['regular'][label].sound.mae:.2f}" for label in labels)
+    lines += ["", "MAE of the sound's own count of the whole frame (the fill's beta x sub-map over all patches: "
+              f"what it counts with the gate open and the picture blank; it reads only the audio): {sound}."]
     return lines
 
 

@@ -108,8 +108,10 @@ def test_report_says_how_much_of_a_fill_models_count_the_picture_supplies(
     assert regular.picture.mae == pytest.approx(float((out.picture_count - truth).abs().mean()), rel=1e-4)
     assert regular.picture_share == pytest.approx(float(out.picture_count.sum() / out.count.sum()), rel=1e-4)
     assert 0 < regular.picture_share < 1
+    assert regular.sound.mae == pytest.approx(float((out.sound_count - truth).abs().mean()), rel=1e-4)
 
     markdown = markdown_report(evaluation)
+    assert "MAE of the sound's own count of the whole frame" in markdown and f"{label} {regular.sound.mae:.2f}." in markdown
     assert "Where the count comes from" in markdown and f"| {label} | {regular.picture.mae:.2f} (" in markdown
     assert "Occlusion 1 |" in markdown
     assert not any(line.startswith(f"| {candidates[1].label} |") for line in markdown.split("Where the count")[1].splitlines())
