@@ -130,8 +130,8 @@ class ModelConfig(BaseModel):
         0.0,
         ge=0.0,
         title="L1 term on the sound's own count of the whole frame (the audio fill's beta x sub-map over all "
-        "patches) for every frame (ours; needs audio_fill: blend, where that sub-map and the picture's are "
-        "two estimates of the same density): keeps the sound counting while the picture trains",
+        "patches) for every frame (ours; needs audio_fill: blend, which mixes the sound's and the picture's "
+        "estimates of the same density): keeps the sound counting while the picture trains",
     )
     density_loss_scale: float = Field(
         1.0, gt=0.0, title="both maps multiplied by this before Eq. 12 (DISCO code's LOG_PARA is 100)"

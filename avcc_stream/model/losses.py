@@ -32,7 +32,8 @@ def density_loss(predicted: torch.Tensor, target: torch.Tensor, scale: float = 1
 
 
 def count_loss(predicted_count: torch.Tensor, density_gt: torch.Tensor) -> torch.Tensor:
-    """L1 between predicted and true counts, batch mean (not in the paper; off by default).
+    """L1 between predicted and true counts, batch mean (not in the paper; off by default). Also
+    the sound-count term, on the audio fill's own count.
 
     Eq. 12's per-pixel L2 says little about the total while the map is still mislocalised,
     so a short CPU training run under-counts for many steps; this term pins the total early.
@@ -56,21 +57,6 @@ def picture_count_loss(
     true_count = density_gt.reshape(density_gt.shape[0], -1).sum(dim=1)
     mask = clear.reshape(-1).to(picture_count.dtype)
     return ((picture_count.reshape(-1) - true_count).abs() * mask).sum() / max(mask.numel(), 1)
-
-
-def sound_count_loss(sound_count: torch.Tensor, density_gt: torch.Tensor) -> torch.Tensor:
-    """L1 between the sound's own count of the whole frame (the fill's beta x S over all patches)
-    and the true count, batch mean, on every frame (not in the paper; off by default).
-
-    Without it the sound's sub-map is trained only through the frames where the fill's gate opens
-    (dark, occluded and blacked-out ones), a minority of each batch; in sessions 8 and 10 the
-    regular setting kept improving while those frames got worse again after a few epochs
-    (docs/results.md). This term gives the sound path its own target on every frame, whatever
-    the picture shows. Session 11 found that at a peak lr of 2e-5 it barely moves the sound's
-    count unless the fill and the audio branch get their own lr multipliers.
-    """
-    true_count = density_gt.reshape(density_gt.shape[0], -1).sum(dim=1)
-    return (sound_count.reshape(-1) - true_count).abs().mean()
 
 
 def pir_target(patch_counts: torch.Tensor) -> torch.Tensor:
@@ -126,8 +112,10 @@ def crowd_losses(
         if (cfg.loss_weight_picture_count > 0 and output.picture_count is not None and clear is not None)
         else zero
     )
+    # The sound's own count (the fill's beta x S over all patches) on every frame: without it the
+    # sound's sub-map learns only where the gate opens (model.md, "Sound-count term").
     sound = (
-        sound_count_loss(output.sound_count, density_gt)
+        count_loss(output.sound_count, density_gt)
         if (cfg.loss_weight_sound_count > 0 and output.sound_count is not None)
         else zero
     )
