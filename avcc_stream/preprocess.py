@@ -52,15 +52,13 @@ def prepare_image(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """(n,) or (channels, n) samples -> (n,) float32, the mean of the channels."""
     array = np.asarray(samples)
-    if array.ndim == 1:
-        mono = array
-    elif array.ndim == 2:
-        mono = array.mean(axis=0)
-    else:
+    if array.ndim not in (1, 2):
         raise ValueError(f"expected (n,) or (channels, n) audio samples, got shape {array.shape}")
-    if np.issubdtype(mono.dtype, np.integer):
-        # Integer PCM: scale to [-1, 1) by the type's full range.
-        mono = mono.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
+    if np.issubdtype(array.dtype, np.integer):
+        # Integer PCM: scale to [-1, 1) by the type's full range. Before the channel mean, which
+        # turns integers into float64 and would hide that they need scaling.
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
+    mono = array.mean(axis=0) if array.ndim == 2 else array
     return mono.astype(np.float32, copy=False)
 
 

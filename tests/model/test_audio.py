@@ -104,3 +104,19 @@ def test_vggish_weights_of_the_wrong_shape_are_refused_naming_the_tensor(tmp_pat
     save_file({"features.0.weight": torch.zeros(32, 1, 3, 3), "features.0.bias": torch.zeros(32)}, str(path))
     with pytest.raises(ValueError, match="bad.safetensors"):
         load_vggish_weights(AudioFeatureExtractor(144), path)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_integer_pcm_becomes_the_same_float_waveform_whatever_the_channel_count(dtype, channels):
+    # A stereo int16 WAV (scipy.io.wavfile, transposed to channels x n) once came out unscaled:
+    # the channel mean turned it into float64 before the integer check.
+    from avcc_stream.preprocess import prepare_audio
+
+    full_scale = np.iinfo(dtype).max + 1
+    signal = 0.25 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE)
+    pcm = np.round(signal * full_scale).astype(dtype)
+    samples = np.stack([pcm] * channels) if channels > 1 else pcm
+    waveform = prepare_audio(samples, RATE)
+    assert waveform.dtype == torch.float32
+    np.testing.assert_allclose(waveform.numpy(), signal, atol=2.0 / np.iinfo(np.int16).max)
