@@ -4,7 +4,7 @@ The count check runs on synthetic scenes made here from seeds the training data 
 (its per-sample seeds derive from 20261125), so it guards against shipping a model that
 guesses a constant, or a file that loads into the wrong preset. The bars are regression guards
 set below what the shipped files reach on these 16 scenes, each rendered at the model's input
-size (Pearson r 0.93 for session 10's cc-av-1024-cpu, 0.58 for the vision-only fallback
+size (Pearson r 0.95 for session 12's cc-av-1024-cpu, 0.58 for the vision-only fallback
 cc-v-512, measured on the build machine), well above the ~0 of an untrained or constant model;
 docs/results.md has the real evaluation.
 """
