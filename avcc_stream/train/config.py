@@ -181,17 +181,49 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read, override (`--set` items) and validate a training config; ConfigError names file and key."""
-    path = Path(path)
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` laid over it: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_mapping(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[Path]]:
+    """One config file as a mapping, with its `extends:` parents (paths relative to it) beneath it,
+    and the parents' paths, nearest first.
+
+    A run that differs from another in a few keys is written as those keys, so the record of a
+    run says what changed rather than repeating a whole file.
+    """
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such config file" + (f" (extended by {chain[-1]})" if chain else "")) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with sections model, data, optim, train")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data, []
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: extends: expected the path of another config file (got {parent!r})")
+    parent_path = path.parent / parent
+    if parent_path.resolve() in {p.resolve() for p in (*chain, path)}:
+        raise ConfigError(f"{path}: extends: {parent} is already in the chain "
+                          f"{' -> '.join(str(p) for p in (*chain, path))} (a cycle)")
+    base, ancestors = _read_mapping(parent_path, (*chain, path))
+    return _merged(base, data), [parent_path, *ancestors]
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read (with `extends:` parents), override (`--set` items) and validate a training config.
+
+    ConfigError names the file and the key.
+    """
+    path = Path(path)
+    data, parents = _read_mapping(path)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(data, key, value)
     try:
@@ -202,4 +234,5 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
             + (f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else "")
             for err in exc.errors()
         )
-        raise ConfigError(f"{path}: {problems}") from None
+        extended = f" (with {', '.join(str(p) for p in parents)})" if parents else ""
+        raise ConfigError(f"{path}{extended}: {problems}") from None

@@ -61,6 +61,48 @@ def test_set_overrides_are_typed_and_validated(tmp_path: Path) -> None:
         load_config(path, ["train.epochz=3"])
 
 
+def test_extends_lays_a_file_over_its_parent(tmp_path: Path) -> None:
+    data = small_config_dict(tmp_path)
+    data["optim"]["lr_multipliers"] = {"vfe.": 3.0}
+    write_config(tmp_path / "base.yaml", data)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "child.yaml").write_text(
+        "extends: ../base.yaml\noptim:\n  lr: 2.0e-6\n  lr_multipliers: {afe.: 4.0}\n"
+        "data:\n  val_settings: [lowres]\n"
+    )
+    child = load_config(tmp_path / "runs" / "child.yaml")
+    base = load_config(tmp_path / "base.yaml")
+    # Mappings merge key by key; lists and values replace; what the child leaves out is the parent's.
+    assert child.optim.lr == 2e-6 and base.optim.lr != 2e-6
+    assert child.optim.lr_multipliers == {"vfe.": 3.0, "afe.": 4.0}
+    assert child.data.val_settings == ["lowres"]
+    assert (child.model, child.train) == (base.model, base.train)
+    # --set still has the last word, and a grandchild sees both layers.
+    (tmp_path / "grandchild.yaml").write_text("extends: runs/child.yaml\ntrain:\n  epochs: 9\n")
+    grand = load_config(tmp_path / "grandchild.yaml", ["optim.lr=3e-6"])
+    assert (grand.train.epochs, grand.optim.lr, grand.data.val_settings) == (9, 3e-6, ["lowres"])
+
+
+def test_extends_errors_name_the_files(tmp_path: Path) -> None:
+    (tmp_path / "orphan.yaml").write_text("extends: gone.yaml\n")
+    with pytest.raises(ConfigError, match=r"gone\.yaml: no such config file \(extended by .*orphan\.yaml\)"):
+        load_config(tmp_path / "orphan.yaml")
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"a cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "num.yaml").write_text("extends: 3\n")
+    with pytest.raises(ConfigError, match=r"num\.yaml: extends: expected the path"):
+        load_config(tmp_path / "num.yaml")
+    # A bad key in the parent: the message names the child and the parent it came through.
+    data = small_config_dict(tmp_path)
+    data["optim"]["learning_rate"] = 0.1
+    write_config(tmp_path / "typo.yaml", data)
+    (tmp_path / "kid.yaml").write_text("extends: typo.yaml\n")
+    with pytest.raises(ConfigError, match=r"kid\.yaml \(with .*typo\.yaml\): optim\.learning_rate"):
+        load_config(tmp_path / "kid.yaml")
+
+
 def test_shipped_and_paper_configs_are_valid() -> None:
     configs = sorted(Path(__file__).resolve().parents[2].joinpath("configs", "train").glob("*.yaml"))
     names = {p.stem for p in configs}
