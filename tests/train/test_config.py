@@ -114,6 +114,17 @@ def test_shipped_and_paper_configs_are_valid() -> None:
         assert cfg.model_config_object().name == cfg.model.preset
 
 
+def test_session_13_config_is_the_run_as_launched() -> None:
+    """The run was launched as its parent plus --set flags (docs/results.md); the file must match."""
+    train_dir = Path(__file__).resolve().parents[2] / "configs" / "train"
+    as_file = load_config(train_dir / "shipped-cc-av-1024-cpu-decay.yaml")
+    as_run = load_config(train_dir / "shipped-cc-av-1024-cpu-sound-lr.yaml", [
+        "model.init_from=data/init/cc-av-1024-cpu-session12.safetensors", "optim.gamma=0.85",
+        "data.seed=25", "train.seed=25", "train.epochs=13",
+    ])
+    assert as_file == as_run
+
+
 def test_validation_settings_are_checked_by_name(tmp_path: Path) -> None:
     data = small_config_dict(tmp_path)
     data["data"]["val_settings"] = "lowlight25"
