@@ -130,6 +130,10 @@ class TrainSection(_Strict):
         "float32", title="storage dtype of best/last .safetensors (float16 halves shipped files)"
     )
     val_batch_size: int = Field(16, ge=1)
+    val_amp: bool = Field(
+        True, title="validate under the training autocast (true: faster) or in float32 (false: the dtype "
+        "the daemon counts in on a CPU, so the best checkpoint is chosen on the numbers it will give)"
+    )
     ema_decay: float | None = Field(
         None, gt=0.0, lt=1.0,
         title="keep an exponential moving average of the weights and buffers (BN statistics too), "

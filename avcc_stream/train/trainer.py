@@ -422,6 +422,7 @@ class Trainer:
             else None
         )
         self.dtype = amp_dtype(cfg.train.amp, self.device)
+        self.val_dtype = self.dtype if cfg.train.val_amp else None
         warning = amp_warning(self.dtype, self.device)
         if warning and ctx.is_main:
             print(warning, file=sys.stderr, flush=True)
@@ -547,6 +548,7 @@ class Trainer:
             "val_mae": val_mae,
             "val_split": self.cfg.data.val_split,
             "val_settings": self.cfg.data.val_settings,
+            "val_dtype": str(self.val_dtype or torch.float32).removeprefix("torch."),
             "train_seconds": round(self.elapsed(), 1),
         }
 
@@ -557,7 +559,7 @@ class Trainer:
 
         by_setting = {
             name: CountErrors.from_tensor(self.ctx.sum(count_errors(
-                self.evaluated, loader, self.device, self.model_cfg.uses_audio, self.dtype, self.channels_last
+                self.evaluated, loader, self.device, self.model_cfg.uses_audio, self.val_dtype, self.channels_last
             ).as_tensor()))
             for name, loader in self.val_loaders.items()
         }

@@ -59,6 +59,27 @@ def test_best_checkpoint_is_chosen_on_the_mean_over_validation_settings(tiny_dat
     assert (out / "curves.png").stat().st_size > 0  # drawn with one line per setting
 
 
+@pytest.mark.parametrize("val_amp", [True, False], ids=["validated-in-bf16", "validated-in-float32"])
+def test_validation_runs_in_the_training_dtype_or_in_float32(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, val_amp: bool
+) -> None:
+    import avcc_stream.train.trainer as trainer_module
+
+    seen: list[torch.dtype | None] = []
+    real_count_errors = trainer_module.count_errors
+
+    def recording_count_errors(*args, **kwargs):
+        seen.append(args[4])  # (model, loader, device, uses_audio, dtype, channels_last)
+        return real_count_errors(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "count_errors", recording_count_errors)
+    out = tmp_path / "run"
+    train(config(tiny_dataset, amp="bf16", val_amp=val_amp), out, progress=False)
+    assert seen == [torch.bfloat16 if val_amp else None]
+    provenance = load_checkpoint(out / "best.safetensors").header["provenance"]
+    assert provenance["val_dtype"] == ("bfloat16" if val_amp else "float32")
+
+
 def _weights(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / "state.pt", map_location="cpu", weights_only=True)
 
