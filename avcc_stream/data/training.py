@@ -17,8 +17,11 @@ at the crop's own resolution, then resized with its sum preserved; so the densit
 exactly the number of heads inside the crop. Datasets that ship only density maps (real
 DISCO) have their map cropped and flipped with the image instead.
 
-Randomness is a pure function of (seed, epoch, sample id): call `set_epoch` each epoch, and a
-resumed run sees the same augmentations as a straight one, whatever the number of workers.
+Randomness is a pure function of (seed, epoch, sample id, draw): call `set_epoch` each epoch,
+and a resumed run sees the same augmentations as a straight one, whatever the number of workers.
+An epoch drawn with replacement (count-weighted) may hold one sample several times; the sampler
+then asks for `(index, draw)` with draw 1, 2, ... for the repeats, so each repeat gets its own
+crop, flip and degradation (draw 0, a plain index, is the first).
 """
 
 from __future__ import annotations
@@ -35,6 +38,20 @@ from avcc_stream.data.degrade import Degradation, random_training_degradation, s
 from avcc_stream.data.density import density_map, patch_counts, resize_density
 from avcc_stream.data.seeding import rng_for
 from avcc_stream.preprocess import AUDIO_WINDOW_SAMPLES, prepare_audio, prepare_image
+
+
+DatasetKey = int | tuple[int, int]  # an index, or (index, draw) for a repeat within an epoch
+
+
+def split_key(key: DatasetKey) -> tuple[int, int]:
+    """(index, draw) of a dataset key; a plain index is draw 0."""
+    return (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), 0)
+
+
+def draw_parts(sample_id: str, draw: int) -> tuple[str | int, ...]:
+    """The seed parts that name one draw of a sample; draw 0 is the sample id alone, so the
+    first draw of every sample keeps the augmentation it had before repeats were told apart."""
+    return (sample_id,) if draw == 0 else (sample_id, draw)
 
 
 class TargetShapes(Protocol):
@@ -104,12 +121,13 @@ class CrowdTrainingDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: DatasetKey) -> dict[str, Any]:
+        index, draw = split_key(key)
         sample = self.source[index]
-        rng = rng_for("augment", self.seed, self.epoch, sample.id)
+        rng = rng_for("augment", self.seed, self.epoch, *draw_parts(sample.id, draw))
         image, points, density = sample.image, sample.points, sample.density
         width, height = sample.size
-        box, flip = self.geometry(sample.id, width, height)
+        box, flip = self.geometry(sample.id, width, height, draw)
         if self.augment:
             image = image[box.top : box.bottom, box.left : box.right]
             if points is not None:
@@ -140,18 +158,19 @@ class CrowdTrainingDataset(torch.utils.data.Dataset):
             **self._targets(points, density, (box.width, box.height)),
             "clear": clear,
             "id": sample.id,
+            "draw": draw,
         }
 
     # -- pieces ----------------------------------------------------------------------------
 
-    def geometry(self, sample_id: str, width: int, height: int) -> tuple[CropBox, bool]:
-        """The crop box and flip that sample `sample_id` gets this epoch (whole image, no flip
-        without augmentation). Drawn from its own stream, so it can be asked for alone."""
+    def geometry(self, sample_id: str, width: int, height: int, draw: int = 0) -> tuple[CropBox, bool]:
+        """The crop box and flip that draw `draw` of sample `sample_id` gets this epoch (whole
+        image, no flip without augmentation). Drawn from its own stream, so it can be asked for alone."""
         whole = CropBox(0, 0, width, height)
         if not self.augment:
             return whole, False
         settings = self.augmentation
-        rng = rng_for("augment-geometry", self.seed, self.epoch, sample_id)
+        rng = rng_for("augment-geometry", self.seed, self.epoch, *draw_parts(sample_id, draw))
         box = whole
         if rng.uniform() < settings.crop_probability:
             scale = rng.uniform(settings.min_crop_scale, 1.0)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from avcc_stream.data.training import DatasetKey, draw_parts
 from avcc_stream.train.config import TrainConfig
 from avcc_stream.train.distributed import DistContext, init_distributed, shutdown_distributed
 from avcc_stream.train.history import EPOCH_FIELDS, LOSS_TERMS, STEP_FIELDS, VAL_FIELDS, append_row, plot_history
@@ -69,7 +71,9 @@ class ResumableSampler(DistributedSampler):
 
     With `weights`, an epoch is instead a draw with replacement, sample i with probability
     proportional to weights[i], made from (seed, epoch) alike on every rank and dealt out
-    rank::world_size, so the ranks split one draw and a resumed epoch repeats it.
+    rank::world_size, so the ranks split one draw and a resumed epoch repeats it. A sample's
+    repeats within the epoch come as (index, draw) keys, draw 1, 2, ..., so that each gets its
+    own augmentation (avcc_stream.data.training).
     """
 
     def __init__(
@@ -90,7 +94,7 @@ class ResumableSampler(DistributedSampler):
         if samples_per_epoch is not None:
             self.epoch_samples = min(self.num_samples, max(1, samples_per_epoch // ctx.world_size))
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[DatasetKey]:
         if self.weights is None:
             indices = list(super().__iter__())[: self.epoch_samples]
         else:
@@ -98,11 +102,21 @@ class ResumableSampler(DistributedSampler):
             drawn = torch.multinomial(
                 self.weights, self.epoch_samples * self.num_replicas, replacement=True, generator=generator
             )
-            indices = drawn.tolist()[self.rank :: self.num_replicas]
+            indices = numbered_repeats(drawn.tolist())[self.rank :: self.num_replicas]
         return iter(indices[self.skip :])
 
     def __len__(self) -> int:
         return self.epoch_samples - self.skip
+
+
+def numbered_repeats(indices: list[int]) -> list[DatasetKey]:
+    """Each index as it is the first time it appears, then (index, 1), (index, 2), ..."""
+    seen: Counter[int] = Counter()
+    keys: list[DatasetKey] = []
+    for index in indices:
+        keys.append((index, seen[index]) if seen[index] else index)
+        seen[index] += 1
+    return keys
 
 
 def count_weights(source: Any, exponent: float) -> torch.Tensor | None:
@@ -138,11 +152,12 @@ class BlackoutDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: DatasetKey) -> dict[str, Any]:
         from avcc_stream.data.seeding import rng_for
 
-        item = self.base[index]
-        if self.probability > 0 and rng_for("blackout", self.seed, self.epoch, item["id"]).uniform() < self.probability:
+        item = self.base[key]
+        parts = draw_parts(item["id"], item["draw"])
+        if self.probability > 0 and rng_for("blackout", self.seed, self.epoch, *parts).uniform() < self.probability:
             item["image"] = self.black.clone()
             item["clear"] = False
         return item

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from avcc_stream.data.training import split_key
 from avcc_stream.model.checkpoint import load_checkpoint, read_checkpoint_header
 from avcc_stream.train.config import TrainConfig
 from avcc_stream.train.trainer import TrainingError, train
@@ -301,7 +302,7 @@ def test_count_weighted_epochs_draw_dense_samples_more_often_and_deal_ranks_disj
     draws = []
     for epoch in range(50):
         sampler.set_epoch(epoch)
-        draws += list(sampler)
+        draws += [split_key(key)[0] for key in sampler]
     assert draws.count(3) / len(draws) > 0.9  # 97 % expected; a plain shuffle gives 25 %
     ranks = [ResumableSampler(dataset, DistContext(rank=r, world_size=2), seed=7, weights=weights) for r in (0, 1)]
     single = ResumableSampler(dataset, DistContext(), seed=7, weights=weights, samples_per_epoch=4)
@@ -309,9 +310,34 @@ def test_count_weighted_epochs_draw_dense_samples_more_often_and_deal_ranks_disj
         s.set_epoch(3)
     shares = [list(s) for s in ranks]
     assert [len(share) for share in shares] == [2, 2]
-    assert sorted(shares[0] + shares[1]) == sorted(single)  # the two ranks split one draw
+    assert sorted(shares[0] + shares[1], key=split_key) == sorted(single, key=split_key)  # the ranks split one draw
     with pytest.raises(ValueError, match="3 sampling weights for 4 samples"):
         ResumableSampler(dataset, DistContext(), seed=7, weights=torch.ones(3))
+
+
+def test_repeats_within_an_epoch_are_numbered_draws_with_their_own_augmentation(tiny_dataset: Path) -> None:
+    from avcc_stream.data.datasets import open_dataset
+    from avcc_stream.data.training import Augmentation, CrowdTrainingDataset
+    from avcc_stream.model import ModelConfig
+    from avcc_stream.train.distributed import DistContext
+    from avcc_stream.train.trainer import BlackoutDataset, ResumableSampler, numbered_repeats
+
+    assert numbered_repeats([2, 0, 2, 2, 1, 0]) == [2, 0, (2, 1), (2, 2), 1, (0, 1)]
+    sampler = ResumableSampler(list(range(4)), DistContext(), seed=7, weights=torch.tensor([1.0, 1.0, 1.0, 97.0]))
+    sampler.set_epoch(0)
+    dense = [split_key(key) for key in sampler if split_key(key)[0] == 3]
+    assert len(dense) > 1 and dense == [(3, draw) for draw in range(len(dense))]
+    # Each draw of one sample gets its own crop, flip and degradation; draw 0 is the plain index.
+    base = CrowdTrainingDataset(open_dataset(tiny_dataset, "train"), ModelConfig.from_preset("cc-av-lowres"),
+                                augment=True, seed=4, augmentation=Augmentation(
+                                    crop_probability=1.0, min_crop_scale=0.5, degrade_probability=0.5))
+    assert torch.equal(base[0]["image"], base[(0, 0)]["image"])
+    images = [base[(0, draw)]["image"] for draw in range(4)]
+    assert all(not torch.equal(images[0], other) for other in images[1:])
+    assert [base[(0, draw)]["draw"] for draw in range(3)] == [0, 1, 2]
+    blacked = BlackoutDataset(base, probability=0.5, seed=4)
+    hidden = [torch.equal(blacked[(0, draw)]["image"], blacked.black) for draw in range(12)]
+    assert any(hidden) and not all(hidden)
 
 
 def test_count_weights_follow_the_counts_of_a_split_or_a_subset(tiny_dataset: Path) -> None:
