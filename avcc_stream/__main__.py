@@ -1,3 +1,3 @@
-from avcc_stream.cli import main
+from avcc_stream.cli import entry
 
-raise SystemExit(main())
+entry()

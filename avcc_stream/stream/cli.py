@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "SIGHUP re-reads the config; an invalid one is rejected and the running one kept.",
     )
     run.add_argument("--config", required=True, metavar="FILE", help="YAML config (see configs/example.yaml)")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, skip_teardown=True)
 
     # check-config is avcc_stream/config/cli.py's.
 

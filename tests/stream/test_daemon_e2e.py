@@ -245,8 +245,13 @@ def test_redis_holds_the_same_series_as_mqtt(daemon_run: Run) -> None:
 
 def test_sigterm_drains_and_exits_0_within_10_s_with_nothing_half_written(daemon_run: Run) -> None:
     assert daemon_run.exit_code == 0
-    assert daemon_run.shutdown_s is not None and daemon_run.shutdown_s < 10.0
-    print(f"SIGTERM -> exit 0 in {daemon_run.shutdown_s:.2f} s")
+    stopped = [json.loads(line) for line in daemon_run.log_lines if '"daemon_stopped"' in line]
+    assert stopped and stopped[0]["inference_drained"] is True
+    drained_s = _time(stopped[0]["timestamp"]).timestamp() - daemon_run.sigterm_at
+    # Says which part was slow: the drain (the daemon's) or what came after it (the process's exit).
+    timing = f"SIGTERM -> daemon_stopped logged in {drained_s:.2f} s -> exit {daemon_run.exit_code} in {daemon_run.shutdown_s:.2f} s"
+    assert daemon_run.shutdown_s is not None and daemon_run.shutdown_s < 10.0, timing
+    print(timing)
     for message in daemon_run.messages:  # every message is whole JSON (availability is plain text)
         if not message.topic.endswith("/availability"):
             message.json()
@@ -255,8 +260,6 @@ def test_sigterm_drains_and_exits_0_within_10_s_with_nothing_half_written(daemon
         assert (last["state"], last["reason"]) == ("offline", "daemon stopped")
     availability = [m for m in daemon_run.messages if m.topic == "crowd/daemon/e2e-daemon/availability"]
     assert availability[-1].payload == b"offline"
-    stopped = [json.loads(line) for line in daemon_run.log_lines if '"daemon_stopped"' in line]
-    assert stopped and stopped[0]["inference_drained"] is True
 
 
 def test_every_log_line_is_json_naming_its_camera(daemon_run: Run) -> None:
