@@ -39,15 +39,21 @@ def test_the_daemon_defaults_are_the_shipped_models_and_fit_the_budget():
 
 @pytest.fixture(scope="module")
 def fresh_scenes() -> Callable[[tuple[int, int]], list]:
-    """The fresh scenes rendered at a model's input size (the same scenes at every size)."""
+    """The fresh scenes rendered at a camera's frame size (the same scenes at every size)."""
     return functools.cache(lambda size: [generate_sample(seed, size=size, max_people=300) for seed in FRESH_SEEDS])
 
 
-@pytest.mark.parametrize(("spec", "min_correlation"), [(SHIPPED_AUDIO_VISUAL, 0.6), (SHIPPED_VISION_ONLY, 0.4)])
-def test_a_shipped_model_counts_fresh_scenes_in_the_right_order(spec, min_correlation, fresh_scenes):
+@pytest.mark.parametrize(("spec", "camera_size", "min_correlation"), [
+    (SHIPPED_AUDIO_VISUAL, None, 0.6),
+    (SHIPPED_VISION_ONLY, None, 0.4),
+    # A 4:3 camera: its frames are stretched to the model's 16:9 input, as the daemon does
+    # (r 0.93 measured, against 0.95 for the same scenes rendered at 16:9).
+    (SHIPPED_AUDIO_VISUAL, (640, 480), 0.6),
+])
+def test_a_shipped_model_counts_fresh_scenes_in_the_right_order(spec, camera_size, min_correlation, fresh_scenes):
     loaded = load_checkpoint(resolve_checkpoint(spec))
     size = tuple(loaded.config.input_size)
-    scenes = fresh_scenes(size)
+    scenes = fresh_scenes(camera_size or size)
     images = torch.stack([prepare_image(scene.image, size) for scene in scenes])
     audio = torch.stack([prepare_audio(scene.audio, scene.sample_rate) for scene in scenes])
     truth = torch.tensor([float(scene.count) for scene in scenes])
