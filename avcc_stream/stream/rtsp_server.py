@@ -9,8 +9,8 @@ This file has two halves:
 
 Mount sources:
 
-* `file:PATH`  an MP4/MOV with H.264 video and optional AAC or Opus audio, served as it is
-  (`filesrc ! qtdemux`, no re-encode) at real time. It does not loop: every client starts at
+* `file:PATH`  an MP4/MOV with H.264 or H.265 video and optional AAC, Opus or G.711 audio,
+  served as it is (`filesrc ! qtdemux`, no re-encode) at real time. It does not loop: every client starts at
   t=0 and the stream ends at the end of the file.
 * `test` / `test-noaudio`  an endless live synthetic source (videotestsrc + x264enc, and
   audiotestsrc + AAC unless `-noaudio`), for tests that need a stream that never ends.
@@ -129,22 +129,28 @@ def encode_test_clip(
     audio: bool = True,
     sample_rate: int = 48_000,
     channels: int = 2,
+    video_codec: str = "h264",
+    audio_codec: str = "aac",
 ) -> Path:
-    """An H.264 (+ AAC) MP4 of ffmpeg's test pattern and a tone, ready to serve as `file:`.
+    """An MP4/MOV of ffmpeg's test pattern and a tone, ready to serve as `file:`.
 
-    The GOP is one second (`-g fps`): an RTSP client often misses the first keyframe and
-    then waits for the next one, so a long GOP would cost seconds at every connect.
+    `video_codec`: h264 or hevc; `audio_codec`: aac, pcm_mulaw or pcm_alaw (G.711, which
+    wants 8 kHz mono and a .mov). The GOP is one second (`-g fps`): an RTSP client often misses
+    the first keyframe and then waits for the next one, so a long GOP would cost seconds at
+    every connect.
     """
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise RuntimeError("ffmpeg not found: run `make setup` (apt package ffmpeg)")
+    encoders = {"h264": ["-c:v", "libx264", "-preset", "veryfast"],
+                "hevc": ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", "-tag:v", "hvc1"]}
     width, height = size
     args = [ffmpeg, "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}"]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={sample_rate}"]
-    args += ["-t", f"{seconds}", "-c:v", "libx264", "-preset", "veryfast", "-g", str(fps), "-pix_fmt", "yuv420p"]
+    args += ["-t", f"{seconds}", *encoders[video_codec], "-g", str(fps), "-pix_fmt", "yuv420p"]
     if audio:
-        args += ["-c:a", "aac", "-ac", str(channels), "-ar", str(sample_rate)]
+        args += ["-c:a", audio_codec, "-ac", str(channels), "-ar", str(sample_rate)]
     args += [str(path)]
     subprocess.run(args, check=True)
     return Path(path)
@@ -153,9 +159,17 @@ def encode_test_clip(
 # --------------------------------------------------------------------------------------
 # system-python side (gi)
 
+# What IP cameras send: H.264 or H.265 video; AAC, Opus or G.711 (mu-law/A-law, static RTP
+# payload types 0 and 8) audio.
+RTP_VIDEO_PAYLOADERS = {
+    "h264": "h264parse ! rtph264pay name=pay0 pt=96 config-interval=1",
+    "hevc": "h265parse ! rtph265pay name=pay0 pt=96 config-interval=1",
+}
 RTP_AUDIO_PAYLOADERS = {
     "aac": "aacparse ! rtpmp4gpay name=pay1 pt=97",
     "opus": "rtpopuspay name=pay1 pt=97",
+    "pcm_mulaw": "rtppcmupay name=pay1",
+    "pcm_alaw": "rtppcmapay name=pay1",
 }
 
 
@@ -184,12 +198,11 @@ def launch_line(source: str, width: int, height: int) -> str:
         if not Path(path).is_file():
             raise SystemExit(f"no such file: {path}")
         codecs = _probe_codecs(path)
-        if codecs.get("video") != "h264":
-            raise SystemExit(f"{path}: video must be H.264 (served without re-encoding), found {codecs.get('video')}")
-        line = (
-            f'( filesrc location="{path}" ! qtdemux name=d '
-            "d.video_0 ! queue ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 "
-        )
+        video = codecs.get("video")
+        if video not in RTP_VIDEO_PAYLOADERS:
+            raise SystemExit(f"{path}: video must be one of {sorted(RTP_VIDEO_PAYLOADERS)} "
+                             f"(served without re-encoding), found {video}")
+        line = f'( filesrc location="{path}" ! qtdemux name=d d.video_0 ! queue ! {RTP_VIDEO_PAYLOADERS[video]} '
         audio = codecs.get("audio")
         if audio is not None:
             if audio not in RTP_AUDIO_PAYLOADERS:

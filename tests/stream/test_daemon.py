@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -117,6 +118,37 @@ def test_watchdog_marks_a_frozen_camera_stalled_and_reconnects_while_file_camera
     assert sample("avcc_reconnects_total", {"component": "camera", "name": "live"}) >= 1
     assert metrics.health.cameras()["once"]["status"] == "offline"
     assert "looped" not in metrics.health.cameras()  # forgotten when it was removed
+
+
+def test_an_ip_camera_with_h265_and_g711_sound_is_counted_audio_visually_once_a_second(tmp_path: Path) -> None:
+    av_checkpoint = make_random_checkpoint(tmp_path, "cc-av-lowres", **SMALL_WIDTHS)
+    models = load_models(str(av_checkpoint), str(make_random_checkpoint(tmp_path, "cc-v-lowres", **SMALL_WIDTHS)), ["cpu"])
+    clip = encode_test_clip(tmp_path / "camera.mov", seconds=8, video_codec="hevc", audio_codec="pcm_mulaw",
+                            sample_rate=8_000, channels=1)
+    out = tmp_path / "records.jsonl"
+    with start_rtsp_server({"camera": f"file:{clip}"}) as server:
+        spec = CameraSpec(name="ipcam", source_factory=partial(build_source, url=server.url("camera")), label="ipcam",
+                          watchdog_s=5.0, open_timeout_s=5.0, reconnect=ReconnectPolicy(), align=AlignConfig())
+        daemon = Daemon([spec], models, [ConsolePublisher(out)], infer=InferConfig(max_wait_s=0.0))
+
+        async def scenario() -> None:
+            task = asyncio.create_task(daemon.run())
+            try:
+                await wait_for(lambda: sum(r["kind"] == "count" for r in read_records(out)) >= 3, 60, "three counts")
+            finally:
+                daemon.stop()
+                await asyncio.wait_for(task, 15)
+
+        asyncio.run(scenario())
+    counts = [r for r in read_records(out) if r["kind"] == "count"]
+    assert len(counts) >= 3 and all(c["audio"] is True for c in counts)
+    assert {c["model"] for c in counts} == {f"cc-av-lowres:{av_checkpoint.name}"}
+    ends = [time_of(c["window_end"]) for c in counts]
+    assert all(0.95 <= b - a <= 1.05 for a, b in zip(ends, ends[1:])), ends
+
+
+def time_of(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def test_check_config_says_ok_or_names_file_line_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""Sources against a real RTSP server (gst-rtsp-server, H.264 + AAC) and real files."""
+"""Sources against a real RTSP server (gst-rtsp-server: H.264 + AAC, H.265 + G.711) and real files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avcc_stream.stream.rtsp_server import RtspServer, encode_test_clip
+from avcc_stream.stream.rtsp_server import RtspServer, encode_test_clip, start_rtsp_server
 from avcc_stream.stream.sources import (
     AudioItem,
     AVSource,
@@ -89,6 +89,26 @@ def test_rtsp_with_audio_delivers_frames_and_mono_float_sound_on_one_clock(rtsp_
     assert audio[0].pts <= video[0].pts + 0.05 and ends[-1] >= video[-1].pts - 0.5
     rgb = video[-1].frame.to_rgb()
     assert rgb.shape == (180, 320, 3) and rgb.dtype == np.uint8
+
+
+@pytest.mark.parametrize("audio_codec", ["pcm_mulaw", "pcm_alaw"])
+def test_an_ip_camera_with_h265_and_g711_sound_delivers_frames_and_8_khz_mono_sound(tmp_path: Path, audio_codec: str) -> None:
+    """What many IP cameras send: H.265 video, G.711 sound (8 kHz mono, static RTP payload type)."""
+    clip = encode_test_clip(tmp_path / "camera.mov", seconds=6, video_codec="hevc", audio_codec=audio_codec,
+                            sample_rate=8_000, channels=1)
+    with start_rtsp_server({"camera": f"file:{clip}"}) as server:
+        items, queue = asyncio.run(collect(AVSource(server.url("camera"), open_timeout_s=5, read_timeout_s=3), seconds=4.0))
+    opened, video, audio, ended = split(items)
+    info = opened[0].info
+    assert (info.video_codec, info.audio_codec, info.audio_rate, info.audio_channels) == ("hevc", audio_codec, 8_000, 1)
+    assert info.video_size == (320, 180) and info.shared_clock
+    assert not ended and queue.dropped == 0 and len(video) >= 25
+    assert video[-1].frame.to_rgb().shape == (180, 320, 3)
+    assert all(a.sample_rate == 8_000 and a.samples.dtype == np.float32 for a in audio)
+    assert max(float(np.abs(a.samples).max()) for a in audio) > 0.01  # the tone, scaled to [-1, 1]
+    ends = [a.pts + a.samples.size / a.sample_rate for a in audio]
+    assert max(abs(nxt.pts - end) for nxt, end in zip(audio[1:], ends)) < 0.002  # contiguous
+    assert audio[0].pts <= video[0].pts + 0.05 and ends[-1] >= video[-1].pts - 0.5  # one clock
 
 
 def test_a_stream_without_audio_says_so_and_sends_only_frames(rtsp_server: RtspServer) -> None:
