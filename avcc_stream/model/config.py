@@ -288,6 +288,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cc-av-512": {"architecture": "cc", **_CPU_RES, "stem_stride": 4},
     "cc-v-512": {"architecture": "cc", **_CPU_RES, "stem_stride": 4, **_VISION_ONLY},
     "cc-av-1024-cpu": {"architecture": "cc", **_CPU_FULL_INPUT, "stem_stride": 4},
+    "cc-v-1024-cpu": {"architecture": "cc", **_CPU_FULL_INPUT, "stem_stride": 4, **_VISION_ONLY},
     "csrnet": {"architecture": "csrnet", **_FULL_RES, "use_audio": False},
     "audiocsrnet": {"architecture": "audiocsrnet", **_FULL_RES},
     "csrnet-lowres": {"architecture": "csrnet", **_LOW_RES, "use_audio": False},

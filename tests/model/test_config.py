@@ -19,6 +19,7 @@ from avcc_stream.model import ABLATIONS, PRESETS, ModelConfig, ablation_config
         ("cc-av-512", (512, 288), (4, 4), (36, 64), True),
         ("cc-v-512", (512, 288), (4, 4), (36, 64), False),
         ("cc-av-1024-cpu", (1024, 576), (4, 4), (36, 64), True),
+        ("cc-v-1024-cpu", (1024, 576), (4, 4), (36, 64), False),
         ("csrnet", (1024, 576), (8, 8), (72, 128), False),
         ("audiocsrnet", (1024, 576), (8, 8), (72, 128), True),
         ("csrnet-lowres", (128, 72), (4, 4), (9, 16), False),
