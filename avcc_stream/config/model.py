@@ -10,7 +10,7 @@ from avcc_stream.config.common import StrictModel
 
 # The checkpoints shipped in avcc_stream/checkpoints/ and used by default (docs/results.md).
 SHIPPED_AUDIO_VISUAL = "builtin:cc-av-1024-cpu"
-SHIPPED_VISION_ONLY = "builtin:cc-v-512"
+SHIPPED_VISION_ONLY = "builtin:cc-v-1024-cpu"
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
