@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "local mosquitto and redis-server, run the daemon with the shipped checkpoint, print what a "
                     "subscriber of crowd/+/count receives, then stop everything it started.",
     )
-    demo.add_argument("--seconds", type=float, default=30.0, help="how long to show messages (default 30)")
+    demo.add_argument("--seconds", type=float, default=30.0, help="how long to show messages, from the first count on (default 30)")
     demo.add_argument("--workdir", default=None, help="keep the demo's files here (default: a temporary folder)")
     demo.set_defaults(func=_demo)
 
