@@ -333,9 +333,17 @@ class AVSource(WorkerThreadSource):
     def _run(self) -> None:
         import av
 
-        container = av.open(
-            self.url, options=self.open_options(), timeout=(self.open_timeout_s, self.read_timeout_s)
-        )
+        started = time.monotonic()
+        try:
+            container = av.open(
+                self.url, options=self.open_options(), timeout=(self.open_timeout_s, self.read_timeout_s)
+            )
+        except av.error.InvalidDataError as exc:
+            # An open that its timeout interrupts while probing the first packets (a server slow
+            # to start its encoder) reports "invalid data": a slow server, not a corrupt stream.
+            if time.monotonic() - started >= 0.95 * self.open_timeout_s:
+                raise TimeoutError(f"no playable media within {self.open_timeout_s:g} s") from exc
+            raise
         try:
             self._read(container)
         finally:

@@ -100,7 +100,8 @@ def test_watchdog_marks_a_frozen_camera_stalled_and_reconnects_while_file_camera
     states = [s["state"] for s in live]
     stalled = next(s for s in live if s["state"] == "stalled")
     assert stalled["reason"] == "no frames for 1.5 s" and stalled["attempt"] >= 1 and stalled["retry_in_s"] > 0
-    assert states[0] == "online" and "online" in states[states.index("stalled"):], f"never back online: {states}"
+    first_stall = states.index("stalled")  # (a first connect may fail on a busy machine and be retried)
+    assert "online" in states[:first_stall] and "online" in states[first_stall:], f"not online before and after: {states}"
     assert states[-1] == "offline" and live[-1]["reason"] == "daemon stopped"
 
     # the file that ends is counted to its end and not retried

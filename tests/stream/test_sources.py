@@ -146,6 +146,22 @@ def test_a_frozen_server_times_out(rtsp_server: RtspServer) -> None:
     assert items[-1].reason == "timed out"
 
 
+@pytest.mark.parametrize(("open_takes_s", "reason"), [
+    (1.0, "timed out"),  # cut off by the 1 s open timeout while probing: a slow server
+    (0.0, "not a playable stream (corrupt, truncated or not audio/video): invalid data"),  # at once: corrupt
+])
+def test_invalid_data_at_the_open_timeout_is_reported_as_a_timeout(monkeypatch, open_takes_s: float, reason: str) -> None:
+    import av
+
+    def open_that_fails(*args, **kwargs):  # FFmpeg's answer when the timeout interrupts its probe
+        time.sleep(open_takes_s)
+        raise av.error.InvalidDataError(0, "Invalid data found when processing input")
+
+    monkeypatch.setattr(av, "open", open_that_fails)
+    items, _ = asyncio.run(collect(AVSource("rtsp://127.0.0.1:1/slow", open_timeout_s=1.0), seconds=10.0, until_ended=True))
+    assert items[-1].reason == reason
+
+
 @pytest.mark.parametrize(
     ("url", "reason"),
     [
