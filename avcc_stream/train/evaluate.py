@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from avcc_stream.train.metrics import CountErrors
+from avcc_stream.train.metrics import CountBin, CountErrors, errors_by_count
 
 
 class EvaluationError(ValueError):
@@ -162,6 +162,10 @@ class Evaluation:
         predictions = self.table["regular"][label].predictions
         return sorted(predictions, key=lambda i: -abs(predictions[i] - self.true_counts[i]))[:k]
 
+    def by_count(self, label: str) -> list[CountBin]:
+        """The regular setting's errors per crowd-size bin (where a single MAE hides compression)."""
+        return errors_by_count(self.table["regular"][label].predictions, self.true_counts)
+
     def picture_settings(self) -> list[tuple[str, dict[str, SettingResult]]]:
         """(heading, label -> result) for every table column and occlusion rate, in report order."""
         return [(title, self.table[name]) for name, title in self.columns] + [
@@ -298,6 +302,14 @@ def json_payload(evaluation: Evaluation) -> dict[str, Any]:
                 label: [finite(evaluation.curve[r][label].errors.rmse) for r in sorted(evaluation.curve)]
                 for label in labels
             },
+        },
+        "regular_by_count": {
+            label: [
+                {"low": b.low, "high": None if math.isinf(b.high) else b.high, "n": b.n,
+                 "mae": finite(b.mae), "bias": finite(b.bias)}
+                for b in evaluation.by_count(label)
+            ]
+            for label in labels
         },
         "picture_alone": {
             label: {

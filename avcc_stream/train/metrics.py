@@ -63,3 +63,40 @@ def mae_rmse(predicted: torch.Tensor, target: torch.Tensor) -> tuple[float, floa
     errors = CountErrors()
     errors.update(predicted, target)
     return errors.mae, errors.rmse
+
+
+# Crowd-size bins for the error breakdown: a count model's typical failure is compression towards
+# the mean (small scenes over-counted, dense ones under-counted), which one MAE hides.
+COUNT_BIN_EDGES: tuple[float, ...] = (0, 10, 25, 50, 100, 200, 500, 1000)
+
+
+@dataclass(frozen=True)
+class CountBin:
+    """Errors of the images whose true count lies in [low, high)."""
+
+    low: float
+    high: float  # math.inf for the last bin
+    n: int
+    mae: float
+    bias: float  # mean of predicted - true: negative means under-counted
+
+    @property
+    def label(self) -> str:
+        return f"{self.low:g}+" if math.isinf(self.high) else f"{self.low:g}-{self.high - 1:g}"
+
+
+def errors_by_count(
+    predicted: dict[str, float], true: dict[str, float], edges: tuple[float, ...] = COUNT_BIN_EDGES
+) -> list[CountBin]:
+    """MAE and mean signed error per true-count bin (bins [e_i, e_i+1), the last open-ended);
+    empty bins are left out. Ids in `true` without a prediction are an error."""
+    missing = set(true) - set(predicted)
+    if missing:
+        raise ValueError(f"no prediction for {len(missing)} images (e.g. {sorted(missing)[0]})")
+    bounds = [*edges, math.inf]
+    bins = []
+    for low, high in zip(bounds, bounds[1:]):
+        errors = [predicted[i] - t for i, t in true.items() if low <= t < high]
+        if errors:
+            bins.append(CountBin(low, high, len(errors), sum(map(abs, errors)) / len(errors), sum(errors) / len(errors)))
+    return bins

@@ -1,5 +1,5 @@
-"""Writing an evaluation: report.md (Table 1 + occlusion table, and for audio-fill checkpoints where
-the count comes from), report.json, occlusion.png and
+"""Writing an evaluation: report.md (Table 1 + occlusion table, the regular setting by crowd size,
+and for audio-fill checkpoints where the count comes from), report.json, occlusion.png and
 overlays/<checkpoint>.png (the worst images: frame, true and predicted density)."""
 
 from __future__ import annotations
@@ -57,9 +57,29 @@ def markdown_report(evaluation: Evaluation) -> str:
             lines.append(
                 f"| {label} | " + " | ".join(f"{evaluation.curve[r][label].errors.mae:.2f}" for r in rates) + " |"
             )
+    lines += by_count_lines(evaluation)
     lines += picture_alone_lines(evaluation)
     lines += ["", f"Evaluation took {evaluation.seconds:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def by_count_lines(evaluation: Evaluation) -> list[str]:
+    """The regular setting per crowd-size bin: MAE and mean signed error (the bias shows whether
+    small scenes are over-counted and dense ones under-counted)."""
+    labels = [c.label for c in evaluation.candidates]
+    bins = {label: evaluation.by_count(label) for label in labels}
+    headings = [f"{b.label} ({b.n})" for b in bins[labels[0]]]
+    lines = [
+        "",
+        "Regular setting by crowd size: MAE / bias (mean of predicted - true; negative is under-counted) "
+        "per true-count bin, images in brackets:",
+        "",
+        "| checkpoint | " + " | ".join(headings) + " |",
+        "|---|" + "---|" * len(headings),
+    ]
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(f"{b.mae:.2f} / {b.bias:+.2f}" for b in bins[label]) + " |")
+    return lines
 
 
 def picture_alone_lines(evaluation: Evaluation) -> list[str]:

@@ -49,6 +49,12 @@ def test_evaluate_command_writes_a_complete_report(tiny_dataset: Path, checkpoin
     # Occlusion rate 0 is the regular setting: same images, same counts.
     for label, row in report["table"].items():
         assert report["occlusion_curve"]["mae"][label][0] == pytest.approx(row["regular"]["mae"], abs=1e-4)
+    # The regular setting per crowd size covers every image once, and its MAE is the table's.
+    assert "Regular setting by crowd size" in markdown
+    for label, bins in report["regular_by_count"].items():
+        assert sum(b["n"] for b in bins) == 4
+        weighted = sum(b["n"] * b["mae"] for b in bins) / 4
+        assert weighted == pytest.approx(report["table"][label]["regular"]["mae"], abs=1e-3)
     assert (out / "occlusion.png").stat().st_size > 0
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["cc-av-lowres.png", "cc-v-lowres.png"]
 
