@@ -516,11 +516,12 @@ class Trainer:
             state = torch.load(self.state_path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise TrainingError(f"{self.state_path}: cannot read the training state: {exc}") from None
-        saved_model = state["config"]["model"]
-        if saved_model != self.cfg.to_dict()["model"]:
-            raise TrainingError(
-                f"{self.state_path}: saved for model {saved_model}, the config now says {self.cfg.to_dict()['model']}"
-            )
+        # Where the weights started does not matter once they are in the state (a finished run's
+        # sources get pinned to files, or a builtin moves on), so init_from may differ.
+        saved_model = {k: v for k, v in state["config"]["model"].items() if k != "init_from"}
+        model_now = {k: v for k, v in self.cfg.to_dict()["model"].items() if k != "init_from"}
+        if saved_model != model_now:
+            raise TrainingError(f"{self.state_path}: saved for model {saved_model}, the config now says {model_now}")
         if state["world_size"] != self.ctx.world_size:
             raise TrainingError(
                 f"{self.state_path}: saved by {state['world_size']} process(es), resumed with {self.ctx.world_size}; "

@@ -206,8 +206,14 @@ def test_init_from_starts_cc_av_from_a_trained_cc_v(tiny_dataset: Path, tmp_path
     stem = _weights(out)["model"]["vfe.stem.layers.0.0.weight"]
     assert torch.allclose(stem, cc_v["vfe.stem.layers.0.0.weight"], atol=3e-3)
     source.unlink()
+    # ... nor the same source: a finished run's sources get pinned to other files.
+    data["model"]["init_from"] = [str(tmp_path / "pinned-copy.safetensors")]
     result = train(TrainConfig.model_validate(data), out, progress=False, resume=True)
     assert result.global_step == 4 and (out / "best.safetensors").is_file()
+    # A different model, though, is refused.
+    data["model"]["overrides"]["ccm_residual"] = not data["model"]["overrides"].get("ccm_residual", False)
+    with pytest.raises(TrainingError, match="saved for model"):
+        train(TrainConfig.model_validate(data), out, progress=False, resume=True)
 
 
 def test_init_from_several_checkpoints_applies_them_in_order(tiny_dataset: Path, tmp_path: Path) -> None:
