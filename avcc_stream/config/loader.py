@@ -253,6 +253,16 @@ def _issue_at(file: str, node: yaml.Node | None, key_node: yaml.Node | None, pat
     return ConfigIssue(file, target.start_mark.line + 1, target.start_mark.column + 1, path, message)
 
 
+def position_of(root: yaml.Node | None, loc: Loc) -> tuple[int, int] | None:
+    """1-based (line, column) of the value at key path `loc` in a composed YAML file (the key
+    itself where the value is a section), or None when the file does not hold the whole path."""
+    located = _locate(root, tuple(loc))
+    if not located.complete:
+        return None
+    issue = _issue_at("", located.node, located.key_node, "", "")
+    return None if issue.line is None or issue.column is None else (issue.line, issue.column)
+
+
 def _unwrap(annotation: Any) -> Any:
     while True:
         origin = typing.get_origin(annotation)

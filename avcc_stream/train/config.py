@@ -224,19 +224,41 @@ def _read_mapping(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, A
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read (with `extends:` parents), override (`--set` items) and validate a training config.
 
-    ConfigError names the file and the key.
+    ConfigError names, per problem, where the value came from (file:line:column of the file in
+    the `extends:` chain that set it, or the --set item) and the dotted key, one problem per line.
     """
     path = Path(path)
     data, parents = _read_mapping(path)
-    for key, value in parse_overrides(overrides or []):
+    set_items = parse_overrides(overrides or [])
+    for key, value in set_items:
         _set_dotted(data, key, value)
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
+        problems = [
+            f"{_origin(err['loc'], path, parents, [key for key, _ in set_items])}: "
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else "")
             for err in exc.errors()
-        )
-        extended = f" (with {', '.join(str(p) for p in parents)})" if parents else ""
-        raise ConfigError(f"{path}{extended}: {problems}") from None
+        ]
+        raise ConfigError("\n".join(problems)) from None
+
+
+def _origin(loc: tuple[Any, ...], path: Path, parents: list[Path], set_keys: list[str]) -> str:
+    """Where the value at `loc` was set: the last --set item that reached it, else the nearest file
+    of the chain that holds it (file:line:column), else the file given (a missing key)."""
+    dotted = ".".join(str(p) for p in loc)
+    for key in reversed(set_keys):
+        if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+            return f"--set {key}"
+    from avcc_stream.config.loader import position_of
+
+    for file in (path, *parents):
+        try:
+            position = position_of(yaml.compose(file.read_text(), Loader=yaml.SafeLoader), loc) if loc else None
+        except (OSError, yaml.YAMLError):
+            position = None  # it was read a moment ago; without a position the file name still says enough
+        if position is not None:
+            through = f" (extended by {path})" if file != path else ""
+            return f"{file}:{position[0]}:{position[1]}{through}"
+    return f"{path}" + (f" (with {', '.join(str(p) for p in parents)})" if parents else "")

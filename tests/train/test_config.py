@@ -21,8 +21,31 @@ def test_unknown_key_is_named_with_the_file(tmp_path: Path) -> None:
     data = small_config_dict(tmp_path)
     data["optim"]["learning_rate"] = 0.1
     path = write_config(tmp_path / "typo.yaml", data)
-    with pytest.raises(ConfigError, match=r"typo\.yaml: optim\.learning_rate: Extra inputs are not permitted"):
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "learning_rate" in text)
+    with pytest.raises(ConfigError, match=rf"typo\.yaml:{line}:\d+: optim\.learning_rate: Extra inputs are not permitted"):
         load_config(path)
+
+
+def test_every_problem_is_one_line_naming_where_its_value_was_set(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "model:\n  preset: cc-v-lowres\ndata:\n  root: x\ntrain:\n  amp: bf17\n  epochs: 3\n")
+    (tmp_path / "run.yaml").write_text("extends: base.yaml\noptim:\n  lr: -1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "run.yaml", ["data.seed=x"])
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 3
+    assert any(line.startswith("--set data.seed: data.seed: Input should be a valid integer") for line in lines)
+    assert any(line.startswith(f"{tmp_path / 'run.yaml'}:3:7: optim.lr: Input should be greater than 0") for line in lines)
+    # A value from the parent is blamed on the parent's line, with the file that extended it.
+    assert any(line.startswith(f"{tmp_path / 'base.yaml'}:6:8 (extended by {tmp_path / 'run.yaml'}): train.amp:")
+               for line in lines)
+    # A missing section has no line to point at: the file (and its chain) is named instead.
+    (tmp_path / "bare.yaml").write_text("extends: base.yaml\ndata: null\n")
+    with pytest.raises(ConfigError, match=r"bare\.yaml:2:\d+: data: Input should be a valid dictionary"):
+        load_config(tmp_path / "bare.yaml")
+    (tmp_path / "nodata.yaml").write_text("model:\n  preset: cc-v-lowres\n")
+    with pytest.raises(ConfigError, match=r"nodata\.yaml: data: Field required"):
+        load_config(tmp_path / "nodata.yaml")
 
 
 def test_bad_value_and_bad_preset(tmp_path: Path) -> None:
@@ -99,7 +122,7 @@ def test_extends_errors_name_the_files(tmp_path: Path) -> None:
     data["optim"]["learning_rate"] = 0.1
     write_config(tmp_path / "typo.yaml", data)
     (tmp_path / "kid.yaml").write_text("extends: typo.yaml\n")
-    with pytest.raises(ConfigError, match=r"kid\.yaml \(with .*typo\.yaml\): optim\.learning_rate"):
+    with pytest.raises(ConfigError, match=r"typo\.yaml:\d+:\d+ \(extended by .*kid\.yaml\): optim\.learning_rate"):
         load_config(tmp_path / "kid.yaml")
 
 
@@ -130,8 +153,24 @@ def test_validation_settings_are_checked_by_name(tmp_path: Path) -> None:
     data["data"]["val_settings"] = "lowlight25"
     assert load_config(write_config(tmp_path / "one.yaml", data)).data.val_settings == ["lowlight25"]
     data["data"]["val_settings"] = ["regular", "darkness"]
-    with pytest.raises(ConfigError, match=r"bad\.yaml: data\.val_settings: .*unknown degradation setting 'darkness'"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+:\d+: data\.val_settings: .*unknown degradation setting 'darkness'"):
         load_config(write_config(tmp_path / "bad.yaml", data))
     data["data"]["val_settings"] = ["regular", "regular"]
     with pytest.raises(ConfigError, match="listed twice"):
         load_config(write_config(tmp_path / "twice.yaml", data))
+
+
+def test_check_config_reads_training_configs_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from avcc_stream.cli import main
+
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "train" / "shipped-cc-av-1024-cpu-from-cc-v16.yaml"
+    assert main(["check-config", str(shipped), "--set", "train.epochs=2", "--print"]) == 0
+    out = capsys.readouterr().out
+    assert f"{shipped}: valid training config" in out
+    assert "preset cc-av-1024-cpu" in out and "2 epoch(s), batch 8" in out and "EMA 0.995" in out
+    assert '"epochs": 2' in out  # --print shows the config as it would run, --set applied
+    (tmp_path / "base.yaml").write_text("model:\n  preset: cc-v-lowres\ndata:\n  root: x\n")
+    (tmp_path / "run.yaml").write_text("extends: base.yaml\ntrain:\n  batch_size: 0\n")
+    assert main(["check-config", str(tmp_path / "run.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"invalid training config (1 problem(s)):\n{tmp_path / 'run.yaml'}:3:15: train.batch_size:" in err
