@@ -10,6 +10,12 @@ from avcc_stream.train.config import ConfigError, load_config
 from tests.train.conftest import small_config_dict, write_config
 
 
+def _assert_rejected(path: Path, text: str, pattern: str) -> None:
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(path)
+
+
 def test_paper_defaults(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path / "c.yaml", {"model": {"preset": "cc-av"}, "data": {"root": "x"}}))
     assert (cfg.optim.lr, cfg.optim.gamma, cfg.optim.weight_decay, cfg.optim.schedule) == (1e-5, 0.99, 1e-4, "exponential")
@@ -40,12 +46,9 @@ def test_every_problem_is_one_line_naming_where_its_value_was_set(tmp_path: Path
     assert any(line.startswith(f"{tmp_path / 'base.yaml'}:6:8 (extended by {tmp_path / 'run.yaml'}): train.amp:")
                for line in lines)
     # A missing section has no line to point at: the file (and its chain) is named instead.
-    (tmp_path / "bare.yaml").write_text("extends: base.yaml\ndata: null\n")
-    with pytest.raises(ConfigError, match=r"bare\.yaml:2:\d+: data: Input should be a valid dictionary"):
-        load_config(tmp_path / "bare.yaml")
-    (tmp_path / "nodata.yaml").write_text("model:\n  preset: cc-v-lowres\n")
-    with pytest.raises(ConfigError, match=r"nodata\.yaml: data: Field required"):
-        load_config(tmp_path / "nodata.yaml")
+    _assert_rejected(tmp_path / "bare.yaml", "extends: base.yaml\ndata: null\n",
+                     r"bare\.yaml:2:\d+: data: Input should be a valid dictionary")
+    _assert_rejected(tmp_path / "nodata.yaml", "model:\n  preset: cc-v-lowres\n", r"nodata\.yaml: data: Field required")
 
 
 def test_bad_value_and_bad_preset(tmp_path: Path) -> None:
@@ -107,16 +110,13 @@ def test_extends_lays_a_file_over_its_parent(tmp_path: Path) -> None:
 
 
 def test_extends_errors_name_the_files(tmp_path: Path) -> None:
-    (tmp_path / "orphan.yaml").write_text("extends: gone.yaml\n")
-    with pytest.raises(ConfigError, match=r"gone\.yaml: no such config file \(extended by .*orphan\.yaml\)"):
-        load_config(tmp_path / "orphan.yaml")
+    _assert_rejected(tmp_path / "orphan.yaml", "extends: gone.yaml\n",
+                     r"gone\.yaml: no such config file \(extended by .*orphan\.yaml\)")
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ConfigError, match=r"a cycle"):
         load_config(tmp_path / "a.yaml")
-    (tmp_path / "num.yaml").write_text("extends: 3\n")
-    with pytest.raises(ConfigError, match=r"num\.yaml: extends: expected the path"):
-        load_config(tmp_path / "num.yaml")
+    _assert_rejected(tmp_path / "num.yaml", "extends: 3\n", r"num\.yaml: extends: expected the path")
     # A bad key in the parent: the message names the child and the parent it came through.
     data = small_config_dict(tmp_path)
     data["optim"]["learning_rate"] = 0.1
