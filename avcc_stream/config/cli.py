@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check-config",
         help="validate a config file (errors name file:line:column and the key)",
         description="Validate a YAML config and summarise what it defines: a daemon config's cameras and "
-        "outputs, or a training config's model, data and schedule (with its extends: chain and --set "
-        "items). Exit status 0: valid; 2: invalid (every problem is listed).",
+        "outputs, or a training config's model, data and schedule (extends: parents and --set items "
+        "applied). Exit status 0: valid; 2: invalid (every problem is listed).",
     )
     parser.add_argument("file", help="the YAML config file (daemon or training)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
