@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="training configs: override a value as `avcc-stream train --set` does")
     parser.add_argument(
         "--print", dest="print_config", action="store_true",
-        help="also print the effective config (defaults merged into each camera; secrets masked) as JSON",
+        help="also print the effective config as JSON (daemon: defaults merged into each camera, secrets "
+        "masked; training: extends: and --set applied)",
     )
     parser.set_defaults(func=check_config)
 

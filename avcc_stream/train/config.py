@@ -235,8 +235,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
+        set_keys = [key for key, _ in set_items]
+        chain = [(file, _composed(file)) for file in (path, *parents)]  # each file parsed once, for positions
         problems = [
-            f"{_origin(err['loc'], path, parents, [key for key, _ in set_items])}: "
+            f"{_origin(err['loc'], chain, set_keys)}: "
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
             + (f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else "")
             for err in exc.errors()
@@ -244,21 +246,28 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise ConfigError("\n".join(problems)) from None
 
 
-def _origin(loc: tuple[Any, ...], path: Path, parents: list[Path], set_keys: list[str]) -> str:
+def _composed(file: Path) -> yaml.Node | None:
+    try:
+        return yaml.compose(file.read_text(), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return None  # it was read a moment ago; without a position the file name still says enough
+
+
+def _origin(loc: tuple[Any, ...], chain: list[tuple[Path, yaml.Node | None]], set_keys: list[str]) -> str:
     """Where the value at `loc` was set: the last --set item that reached it, else the nearest file
-    of the chain that holds it (file:line:column), else the file given (a missing key)."""
+    of the chain (the file given first, then its parents) that holds it (file:line:column), else
+    the file given (a missing key)."""
+    from avcc_stream.config.loader import position_of
+
     dotted = ".".join(str(p) for p in loc)
     for key in reversed(set_keys):
         if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
             return f"--set {key}"
-    from avcc_stream.config.loader import position_of
-
-    for file in (path, *parents):
-        try:
-            position = position_of(yaml.compose(file.read_text(), Loader=yaml.SafeLoader), loc) if loc else None
-        except (OSError, yaml.YAMLError):
-            position = None  # it was read a moment ago; without a position the file name still says enough
+    path = chain[0][0]
+    for file, root in chain:
+        position = position_of(root, loc) if loc else None
         if position is not None:
             through = f" (extended by {path})" if file != path else ""
             return f"{file}:{position[0]}:{position[1]}{through}"
+    parents = [file for file, _ in chain[1:]]
     return f"{path}" + (f" (with {', '.join(str(p) for p in parents)})" if parents else "")

@@ -45,7 +45,7 @@ def test_every_problem_is_one_line_naming_where_its_value_was_set(tmp_path: Path
     # A value from the parent is blamed on the parent's line, with the file that extended it.
     assert any(line.startswith(f"{tmp_path / 'base.yaml'}:6:8 (extended by {tmp_path / 'run.yaml'}): train.amp:")
                for line in lines)
-    # A missing section has no line to point at: the file (and its chain) is named instead.
+    # An empty section is blamed on its own line; a missing one has no line, so the file is named.
     _assert_rejected(tmp_path / "bare.yaml", "extends: base.yaml\ndata: null\n",
                      r"bare\.yaml:2:\d+: data: Input should be a valid dictionary")
     _assert_rejected(tmp_path / "nodata.yaml", "model:\n  preset: cc-v-lowres\n", r"nodata\.yaml: data: Field required")
