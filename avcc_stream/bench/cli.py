@@ -133,7 +133,8 @@ def _add_model(modes: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", type=comma_list(positive_int), default=None,
                    help="default: 1,4 on CPU, 1,4,16,64 on CUDA")
     p.add_argument("--precision", type=comma_list(choice(*PRECISIONS)), default=None,
-                   help="fp32 and/or autocast bf16/fp16 (default: fp32 on CPU, fp32,bf16,fp16 on CUDA)")
+                   help="fp32 and/or autocast bf16/fp16 (default: fp32,bf16,fp16 on CUDA; fp32 on a CPU, "
+                   "with bf16 where it has bf16 instructions)")
     p.add_argument("--memory-format", type=comma_list(choice(*MEMORY_FORMATS)), default=None,
                    help="default: contiguous on CPU, contiguous,channels_last on CUDA")
     p.add_argument("--compile", type=comma_list(on_off), default=(False,),
@@ -166,6 +167,7 @@ def run_model(args: argparse.Namespace) -> int:
     from avcc_stream.bench.model_bench import ModelBenchSettings, run_model_bench
     from avcc_stream.cli import CommandError
     from avcc_stream.model import PRESETS
+    from avcc_stream.precision import cpu_has_bf16
 
     unknown = [p for p in args.presets if p not in PRESETS]
     if unknown:
@@ -176,7 +178,9 @@ def run_model(args: argparse.Namespace) -> int:
         presets=tuple(args.presets),
         device=device,
         batch_sizes=args.batch_sizes or ((1, 4, 16, 64) if cuda else (1, 4)),
-        precisions=args.precision or (("fp32", "bf16", "fp16") if cuda else ("fp32",)),
+        precisions=args.precision or (
+            ("fp32", "bf16", "fp16") if cuda else ("fp32", "bf16") if cpu_has_bf16() else ("fp32",)
+        ),
         memory_formats=args.memory_format or (("contiguous", "channels_last") if cuda else ("contiguous",)),
         compile_modes=tuple(dict.fromkeys(args.compile)),
         compile_backend=args.compile_backend,
@@ -311,7 +315,8 @@ def _add_gpu_plan(modes: argparse._SubParsersAction) -> None:
     p.add_argument("--override", type=override, action="append", default=[], metavar="KEY=VALUE",
                    help="override a ModelConfig field of --preset (YAML value)")
     p.add_argument("--precision", type=choice(*PRECISIONS), default=None,
-                   help="model-stage precision (default: fp16 autocast on CUDA, the pool's AMP; fp32 on CPU, as the pool)")
+                   help="model-stage precision (default: the pool's with model.amp on: fp16 autocast on CUDA; on a CPU "
+                   "bf16 where it has bf16 instructions, else fp32)")
     p.add_argument("--channels-last", type=on_off, default=True, help="on/off (default on)")
     p.add_argument("--compile", type=on_off, default=False, help="torch.compile on/off (default off)")
     p.add_argument("--compile-backend", default="inductor")
@@ -346,13 +351,15 @@ def run_gpu_plan(args: argparse.Namespace) -> int:
         report.data["measured"] = False
         return finish(report, args)
     from avcc_stream.bench.gpu_plan import GpuPlanSettings, run_gpu_plan as run_plan
+    from avcc_stream.precision import inference_dtype, precision_name
 
     if args.duration <= 0 or args.max_wait_ms < 0:
         raise CommandError("--duration must be > 0 and --max-wait-ms >= 0")
     device = resolve_device(args.device)
     settings = GpuPlanSettings(
         device=device, preset=args.preset, checkpoint=args.checkpoint, overrides=dict(args.override),
-        precision=args.precision or ("fp16" if device.startswith("cuda") else "fp32"), channels_last=args.channels_last, compile=args.compile,
+        precision=args.precision or precision_name(inference_dtype(device, amp=True)),  # what the pool runs
+        channels_last=args.channels_last, compile=args.compile,
         compile_backend=args.compile_backend, batch_sizes=args.batch_sizes, max_batch=args.max_batch,
         max_wait_s=args.max_wait_ms / 1000.0, workers=args.workers, queue_per_camera=args.queue_per_camera,
         duration_s=args.duration, frame_size=args.frame_size, decode_seconds=args.decode_seconds,

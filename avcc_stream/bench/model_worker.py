@@ -31,8 +31,8 @@ import torch
 
 from avcc_stream.bench.model_bench import ModelJob
 from avcc_stream.model import ModelConfig, build_model
+from avcc_stream.precision import PRECISIONS, autocast
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MODULE_LABEL = "module:"
 # Containers only group other modules: their time says nothing a class table needs.
 CONTAINER_CLASSES = {"Sequential", "ModuleList", "ModuleDict"}
@@ -69,7 +69,7 @@ def forward_fn(runner: Callable[..., Any], images: torch.Tensor, audio: torch.Te
     dtype = PRECISIONS[precision]
 
     def forward() -> Any:
-        with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with torch.inference_mode(), autocast(device, dtype):
             return runner(images, audio)
 
     return forward

@@ -51,7 +51,8 @@ def _init_weights(module: nn.Module) -> None:
 
 def _density_output(cfg: ModelConfig, raw: torch.Tensor) -> ModelOutput:
     density = torch.relu(raw)
-    return ModelOutput(density=density, count=density.sum(dim=(1, 2, 3)), patch_counts=patch_sums(density, cfg.grid))
+    total = density.float()  # counts in float32 under any autocast (see network.decode)
+    return ModelOutput(density=density, count=total.sum(dim=(1, 2, 3)), patch_counts=patch_sums(total, cfg.grid))
 
 
 class CSRNet(nn.Module):

@@ -119,15 +119,16 @@ class CrowdCounter(nn.Module):
             if embedding is None or patch_features is None:
                 raise ValueError("the audio fill needs A and the patch features (use encode)")
             # What the picture counts by itself, for the loss that keeps it counting (losses.py).
-            picture_count = dm_pre.sum(dim=(1, 2)) * scale
+            picture_count = dm_pre.float().sum(dim=(1, 2)) * scale
             sound_count = self.audio_fill.sound_count(embedding, dm_pre.shape[1]) * scale
             dm_pre = self.audio_fill(dm_pre, embedding, patch_features)
         dm_pre = dm_pre * scale
         density = tile_patch_maps(dm_pre, cfg.grid, cfg.active_submap_size)
         return ModelOutput(
             density=density,
-            count=density.sum(dim=(1, 2, 3)),
-            patch_counts=dm_pre.sum(dim=-1).view(-1, *cfg.grid),
+            # Summed in float32: under bf16 autocast a count of 200-odd would otherwise round to 1.
+            count=density.float().sum(dim=(1, 2, 3)),
+            patch_counts=dm_pre.float().sum(dim=-1).view(-1, *cfg.grid),
             pir=pir,
             pce=pce,
             attention=attention,

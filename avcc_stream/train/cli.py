@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--low-light-mode", choices=("random", "fixed"), default="random",
                     help="random: brightness ~ U(0, 0.2) and noise variance ~ U(0, B^2) per image (the paper); "
                     "fixed: exactly R=0.2 and sigma=B")
+    ev.add_argument("--settings", default=None, metavar="NAME,...",
+                    help="only these Table 1 columns (regular required): regular, lowres, noise25, noise50, "
+                    "lowlight25, lowlight50 (default: all six)")
+    ev.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="fp32, or autocast to bf16/fp16: what a deployment with model.amp counts (default fp32)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=run_evaluate)
 

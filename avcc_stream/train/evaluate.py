@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from avcc_stream.precision import PRECISIONS, autocast
 from avcc_stream.train.metrics import CountBin, CountErrors, errors_by_count
 
 
@@ -37,12 +38,24 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def table_settings(low_light_mode: str) -> list[tuple[str, str]]:
-    """The six columns, with the low-light ones in the random (paper) or fixed mode."""
+def table_settings(low_light_mode: str, only: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The six columns (or those named in `only`, which must hold regular: the crowd-size table
+    and the worst images read it), with the low-light ones in the random (paper) or fixed mode."""
     if low_light_mode not in ("random", "fixed"):
         raise EvaluationError(f"low-light mode must be random or fixed, got {low_light_mode!r}")
+    if only is not None:
+        known = [name for name, _ in TABLE_COLUMNS]
+        unknown = [name for name in only if name not in known]
+        if unknown:
+            raise EvaluationError(f"unknown setting(s) {', '.join(unknown)}: expected some of {', '.join(known)}")
+        if "regular" not in only:
+            raise EvaluationError("the settings must include regular (the crowd-size table and the overlays read it)")
     suffix = "-fixed" if low_light_mode == "fixed" else ""
-    return [(name + suffix if name.startswith("lowlight") else name, title) for name, title in TABLE_COLUMNS]
+    return [
+        (name + suffix if name.startswith("lowlight") else name, title)
+        for name, title in TABLE_COLUMNS
+        if only is None or name in only
+    ]
 
 
 @dataclass
@@ -107,8 +120,10 @@ def evaluate_setting(
     batch_size: int,
     device: torch.device,
     progress: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, SettingResult]:
-    """Count every sample of `source` under one degradation setting with every checkpoint."""
+    """Count every sample of `source` under one degradation setting with every checkpoint
+    (under autocast to `dtype`, if given)."""
     from tqdm import tqdm
 
     from avcc_stream.data.degrade import setting
@@ -123,7 +138,8 @@ def evaluate_setting(
             images = batch["image"].to(device)
             audio = batch["audio"].to(device)
             for cand in group:
-                out = cand.model(images, audio if cand.config.uses_audio else None)
+                with autocast(device, dtype):
+                    out = cand.model(images, audio if cand.config.uses_audio else None)
                 result = results[cand.label]
                 result.errors.update(out.count, batch["count"])
                 if out.picture_count is not None:
@@ -144,6 +160,7 @@ class Evaluation:
     curve_samples: int
     seed: int
     low_light_mode: str
+    precision: str  # fp32, or the autocast dtype the forward passes ran in (bf16, fp16)
     candidates: list[Candidate]
     table: dict[str, dict[str, SettingResult]]  # setting -> label -> result
     curve: dict[float, dict[str, SettingResult]]  # occlusion rate -> label -> result
@@ -152,7 +169,7 @@ class Evaluation:
     seconds: float = 0.0
 
     def average(self, label: str) -> tuple[float, float]:
-        """Mean of the six columns' MAE and of their RMSE (Table 1's 'Average')."""
+        """Mean of the columns' MAE and of their RMSE (Table 1's 'Average', with all six)."""
         maes = [self.table[name][label].errors.mae for name, _ in self.columns]
         rmses = [self.table[name][label].errors.rmse for name, _ in self.columns]
         return sum(maes) / len(maes), sum(rmses) / len(rmses)
@@ -188,6 +205,8 @@ def run_evaluation(
     limit: int | None = None,
     curve_limit: int | None = None,
     low_light_mode: str = "random",
+    settings: Sequence[str] | None = None,
+    precision: str = "fp32",
     batch_size: int = 16,
     device: torch.device | None = None,
     progress: bool = False,
@@ -198,6 +217,10 @@ def run_evaluation(
     from avcc_stream.data.degrade import occlusion
 
     device = device or torch.device("cpu")
+    if precision not in PRECISIONS:
+        raise EvaluationError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    columns = table_settings(low_light_mode, settings)
     source: Sequence[Any] = open_dataset(dataset_root, split)
     if len(source) == 0:
         raise EvaluationError(f"{dataset_root}: split {split!r} has no samples")
@@ -205,20 +228,19 @@ def run_evaluation(
         source = Subset(source, range(min(limit, len(source))))
     curve_source = Subset(source, range(min(curve_limit, len(source)))) if curve_limit else source
     started = time.monotonic()
-    columns = table_settings(low_light_mode)
     table = {}
     for name, _title in columns:
-        table[name] = evaluate_setting(candidates, source, name, seed, batch_size, device, progress)
+        table[name] = evaluate_setting(candidates, source, name, seed, batch_size, device, progress, dtype)
     curve = {}
     for rate in occlusion_rates:
         curve[float(rate)] = evaluate_setting(
-            candidates, curve_source, occlusion(rate).name, seed, batch_size, device, progress
+            candidates, curve_source, occlusion(rate).name, seed, batch_size, device, progress, dtype
         )
     true_counts = {source[i].id: float(source[i].count) for i in range(len(source))}
     return Evaluation(
         dataset=str(dataset_root), split=split, samples=len(source), curve_samples=len(curve_source), seed=seed,
-        low_light_mode=low_light_mode, candidates=candidates, table=table, curve=curve, true_counts=true_counts,
-        columns=columns, seconds=time.monotonic() - started,
+        low_light_mode=low_light_mode, precision=precision, candidates=candidates, table=table, curve=curve,
+        true_counts=true_counts, columns=columns, seconds=time.monotonic() - started,
     )
 
 
@@ -227,10 +249,13 @@ def evaluate_command(args: Any, rates: list[float]) -> None:
     from avcc_stream.train.report import write_report
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    settings = [name.strip() for name in args.settings.split(",") if name.strip()] if args.settings else None
+    table_settings(args.low_light_mode, settings)  # a misspelt setting fails before the checkpoints load
     candidates = load_candidates(args.checkpoint, device)
     evaluation = run_evaluation(
         candidates, args.dataset, args.split, seed=args.seed, occlusion_rates=rates, limit=args.limit,
-        curve_limit=args.curve_limit, low_light_mode=args.low_light_mode, batch_size=args.batch_size,
+        curve_limit=args.curve_limit, low_light_mode=args.low_light_mode, settings=settings,
+        precision=args.precision, batch_size=args.batch_size,
         device=device, progress=not args.no_progress,
     )
     paths = write_report(evaluation, args.out, worst=args.worst, device=device)
@@ -288,6 +313,7 @@ def json_payload(evaluation: Evaluation) -> dict[str, Any]:
         "mean_count": round(sum(counts) / len(counts), 4),
         "seed": evaluation.seed,
         "low_light_mode": evaluation.low_light_mode,
+        "precision": evaluation.precision,
         "columns": [{"setting": name, "title": title} for name, title in evaluation.columns],
         "checkpoints": [candidate_summary(c) for c in evaluation.candidates],
         "table": table,

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from avcc_stream.train.evaluate import Evaluation, dump_json, json_payload
+from avcc_stream.train.evaluate import TABLE_COLUMNS, Evaluation, dump_json, json_payload
 
 
 def _cell(mae: float, rmse: float) -> str:
@@ -30,10 +30,11 @@ def markdown_report(evaluation: Evaluation) -> str:
         "",
         f"{evaluation.samples} images, mean count {sum(counts) / len(counts):.2f}; degradation seed "
         f"{evaluation.seed} (every checkpoint sees the same corrupted image). Low-light mode: {mode}.",
+        f"Precision: {precision_text(evaluation.precision)}.",
         "",
         "MAE / RMSE (people per image; lower is better):",
         "",
-        "| checkpoint | " + " | ".join(title for _, title in evaluation.columns) + " | Average |",
+        "| checkpoint | " + " | ".join(title for _, title in evaluation.columns) + f" | {average_heading(evaluation)} |",
         "|---|" + "---|" * (len(evaluation.columns) + 1),
     ]
     for label in labels:
@@ -61,6 +62,16 @@ def markdown_report(evaluation: Evaluation) -> str:
     lines += picture_alone_lines(evaluation)
     lines += ["", f"Evaluation took {evaluation.seconds:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def precision_text(precision: str) -> str:
+    return "float32" if precision == "fp32" else f"{precision} autocast (weights and counts stay float32)"
+
+
+def average_heading(evaluation: Evaluation) -> str:
+    """Table 1's 'Average' is over its six columns; an evaluation of fewer says so."""
+    columns = len(evaluation.columns)
+    return "Average" if columns == len(TABLE_COLUMNS) else f"Average ({columns} of {len(TABLE_COLUMNS)})"
 
 
 def by_count_lines(evaluation: Evaluation) -> list[str]:

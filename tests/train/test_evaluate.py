@@ -121,3 +121,30 @@ def test_report_says_how_much_of_a_fill_models_count_the_picture_supplies(
     assert "Where the count comes from" in markdown and f"| {label} | {regular.picture.mae:.2f} (" in markdown
     assert "Occlusion 1 |" in markdown
     assert not any(line.startswith(f"| {candidates[1].label} |") for line in markdown.split("Where the count")[1].splitlines())
+
+
+def test_evaluate_on_chosen_settings_in_bf16(tiny_dataset: Path, checkpoints: list[Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--settings narrows Table 1 (the average says over how many columns); --precision bf16
+    counts under autocast, as a deployment with model.amp does, and the report says so."""
+    out = tmp_path / "bf16"
+    args = ["evaluate", "--dataset", str(tiny_dataset), "--out", str(out), "--occlusion-rates", "",
+            "--worst", "0", "--settings", "regular,noise50", "--precision", "bf16", "--no-progress"]
+    for path in checkpoints:
+        args += ["--checkpoint", str(path)]
+    assert main(args) == 0
+    markdown = (out / "report.md").read_text()
+    assert "Precision: bf16 autocast" in markdown and "| Average (2 of 6) |" in markdown
+    assert "Low resolution" not in markdown and "Noise B=50" in markdown
+    report = json.loads((out / "report.json").read_text())
+    assert report["precision"] == "bf16"
+    for row in report["table"].values():
+        assert set(row) == {"regular", "noise50", "average"}
+        assert row["average"]["mae"] == pytest.approx((row["regular"]["mae"] + row["noise50"]["mae"]) / 2, abs=1e-3)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(checkpoints[0]), "--dataset", str(tiny_dataset),
+                 "--settings", "regular,dark"]) == 2
+    assert "unknown setting(s) dark: expected some of regular, lowres" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(checkpoints[0]), "--dataset", str(tiny_dataset),
+                 "--settings", "noise25"]) == 2
+    assert "must include regular" in capsys.readouterr().err
