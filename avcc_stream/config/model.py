@@ -27,7 +27,11 @@ class ModelSettings(StrictModel):
     device: str | list[str] = Field(
         default="auto", title="auto, cpu, cuda, cuda:N, mps, or a list of devices"
     )
-    amp: bool = Field(default=True, title="Mixed precision on CUDA")
+    amp: bool = Field(
+        default=True,
+        title="Mixed precision: float16 autocast on CUDA, bfloat16 on a CPU with bf16 instructions "
+        "(AVX512-BF16, AMX); float32 elsewhere",
+    )
 
     @field_validator("checkpoint", "fallback_checkpoint")
     @classmethod

@@ -368,6 +368,8 @@ class Daemon:
         self._stop_event.set()
 
     async def run(self) -> None:
+        from avcc_stream.precision import inference_dtype, precision_name  # torch is loaded with the models
+
         self._loop = asyncio.get_running_loop()
         self._outbox = asyncio.Queue(OUTBOX_RECORDS)
         await self._start_outputs()
@@ -380,6 +382,7 @@ class Daemon:
         for spec in self.specs:
             self.start_camera(spec)
         log.info("daemon_started", cameras=[s.name for s in self.specs], devices=[m.device for m in self.models],
+                 precision=[precision_name(inference_dtype(m.device, self.amp)) for m in self.models],
                  model=self.models[0].primary.name, fallback=self.vision_model_name,
                  outputs=[p.name for p in self.publishers], max_batch=self.infer_config.max_batch)
         self.started.set()

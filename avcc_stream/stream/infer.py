@@ -9,9 +9,9 @@
 * Windows with sound go to the audio-visual checkpoint (CC-AV); windows without usable
   sound go to the vision-only fallback (CC-V), or, with no fallback configured, to the
   primary model with a silent waveform (the result then says `audio: false`).
-* The forward pass runs under `torch.inference_mode()`, with autocast (float16) on CUDA
-  when AMP is on, on the configured device(s): one model copy per device, `workers`
-  threads spread over the devices.
+* The forward pass runs under `torch.inference_mode()`, with autocast when AMP is on (float16
+  on CUDA, bfloat16 on a CPU with bf16 instructions; see avcc_stream.precision), on the
+  configured device(s): one model copy per device, `workers` threads spread over the devices.
 """
 
 from __future__ import annotations
@@ -332,6 +332,7 @@ class InferencePool:
         """One forward pass over `batch` (all routed to `model`)."""
         import torch
 
+        from avcc_stream.precision import autocast, inference_dtype
         from avcc_stream.preprocess import prepare_image
 
         images = torch.stack([prepare_image(w.frame, model.input_size) for w in batch]).to(model.device)
@@ -344,8 +345,7 @@ class InferencePool:
                 for w in batch
             ]
             audio = torch.stack(waves).to(model.device)
-        use_amp = self.amp and model.device.startswith("cuda")
-        with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+        with torch.inference_mode(), autocast(model.device, inference_dtype(model.device, self.amp)):
             out = model.module(images, audio)
         counts = out.count.float().cpu().numpy()
         patch_counts = out.patch_counts.float().cpu().numpy()

@@ -339,6 +339,10 @@ def test_ready_is_sent_once_outputs_and_cameras_are_started_and_the_watchdog_is_
     assert run.notify[0] == "READY=1" and run.notify[1].startswith("STATUS=counting 7 camera(s)")
     started = next(r for r in run.logs if r.get("event") == "daemon_started")
     assert started["outputs"] == ["mqtt", "redis"]
+    # The precision each device counts in is logged (bf16 on a CPU with bf16 instructions).
+    from avcc_stream.precision import cpu_has_bf16
+
+    assert started["devices"] == ["cpu"] and started["precision"] == ["bf16" if cpu_has_bf16() else "fp32"]
     assert run.watchdog_pings >= 5  # WATCHDOG_USEC=2 s: a ping a second from the event loop
 
 

@@ -159,3 +159,39 @@ def test_cuda_with_amp_counts_like_the_cpu(checkpoints: tuple[Path, Path]) -> No
         gpu = results["cuda"][key]
         assert np.isfinite(gpu.count) and gpu.count == pytest.approx(cpu.count, rel=0.05, abs=0.05)
         assert np.allclose(gpu.patch_counts, cpu.patch_counts, rtol=0.05, atol=0.05)
+
+
+def test_amp_on_a_cpu_with_bf16_instructions_counts_in_bf16(checkpoints: tuple[Path, Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """model.amp on a CPU: bf16 autocast where the CPU has bf16 instructions (patched in here, so
+    the path runs on any CPU; an emulated bf16 computes the same), float32 where it has not."""
+    import torch
+
+    from avcc_stream import precision
+
+    av, v = checkpoints
+    windows = [window("gate", s) for s in range(3)] + [window("bar", s, audio=False) for s in range(2)]
+    results, dtypes = {}, {}
+    for label, amp, has_bf16 in (("fp32", False, True), ("bf16", True, True), ("no-bf16", True, False)):
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda has=has_bf16: has)
+        models = load_models(str(av), str(v), ["cpu"])
+        seen: set[torch.dtype] = set()
+        for model in (models[0].primary, models[0].fallback):
+            conv = next(m for m in model.module.modules() if isinstance(m, torch.nn.Conv2d))
+            conv.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+        collected = Collector()
+        pool = InferencePool(models, InferConfig(max_batch=8, max_wait_s=0.0), collected, amp=amp)
+        for w in windows:
+            pool.submit(w)
+        pool.start()
+        assert pool.stop(timeout=120)
+        results[label] = {(r.camera, r.window_end): r for r in collected.results}
+        dtypes[label] = seen
+    assert dtypes == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}, "no-bf16": {torch.float32}}
+    assert results["bf16"].keys() == results["fp32"].keys() and len(results["fp32"]) == 5
+    for key, exact in results["fp32"].items():
+        half = results["bf16"][key]
+        assert isinstance(half.count, float) and np.isfinite(half.count)
+        assert half.count == pytest.approx(exact.count, rel=0.05, abs=0.05)
+        assert half.patch_counts.dtype == np.float32
+        assert results["no-bf16"][key].count == pytest.approx(exact.count, rel=1e-5, abs=1e-6)
