@@ -11,12 +11,14 @@ on AVX2-only AMD EPYCs).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from functools import cache
 
 import torch
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@cache  # asked before every batch the daemon counts; the CPU does not change
 def cpu_has_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic (AVX512-BF16 or AMX), as oneDNN reports it."""
     probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
