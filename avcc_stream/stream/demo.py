@@ -36,72 +36,35 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def shout(text: str) -> None:
-    """A warning nobody can miss."""
-    bar = "!" * 78
-    say(f"\n{bar}\n{text}\n{bar}\n")
-
-
 # --------------------------------------------------------------------------------------
 # clip and checkpoints
 
 
-def synth_video_available() -> bool:
-    from avcc_stream.cli import build_parser
-
-    parser = build_parser()
-    commands = next(a for a in parser._actions if a.dest == "command")  # the subcommand action
-    return "synth-video" in commands.choices
-
-
-def make_clip(seconds: int) -> tuple[Path, Path | None]:
-    """The demo camera's clip (cached), and its per-second ground-truth file if it has one."""
+def make_clip(seconds: int) -> tuple[Path, Path]:
+    """The demo camera's clip (cached) and its per-second ground-truth file."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    if synth_video_available():
-        clip = CACHE_DIR / f"crowd-{CLIP_SIZE}-{seconds}s-seed{CLIP_SEED}.mp4"
-        counts = Path(f"{clip}.counts.json")
-        if not (clip.exists() and counts.exists()):
-            say(f"generating a {seconds} s synthetic crowd clip with sound (once; cached in {CACHE_DIR}) ...")
-            subprocess.run([sys.executable, "-m", "avcc_stream", "synth-video", "--out", str(clip),
-                            "--seconds", str(seconds), "--seed", str(CLIP_SEED), "--size", CLIP_SIZE], check=True)
-        return clip, counts
-    # TODO(data): remove this branch once `avcc-stream synth-video` is on main everywhere.
-    from avcc_stream.stream.rtsp_server import encode_test_clip
-
-    shout("`avcc-stream synth-video` is not available in this checkout: the demo camera shows\n"
-          "ffmpeg's test pattern with a tone instead of a synthetic crowd.")
-    clip = CACHE_DIR / f"testsrc-{seconds}s.mp4"
-    if not clip.exists():
-        encode_test_clip(clip, seconds=seconds, size=(480, 270))
-    return clip, None
+    clip = CACHE_DIR / f"crowd-{CLIP_SIZE}-{seconds}s-seed{CLIP_SEED}.mp4"
+    counts = Path(f"{clip}.counts.json")
+    if not (clip.exists() and counts.exists()):
+        say(f"generating a {seconds} s synthetic crowd clip with sound (once; cached in {CACHE_DIR}) ...")
+        subprocess.run([sys.executable, "-m", "avcc_stream", "synth-video", "--out", str(clip),
+                        "--seconds", str(seconds), "--seed", str(CLIP_SEED), "--size", CLIP_SIZE], check=True)
+    return clip, counts
 
 
-def checkpoints(workdir: Path) -> tuple[str, str]:
-    """The shipped checkpoints, or freshly initialised ones (loudly) when none is shipped."""
+def shipped_checkpoints() -> tuple[str, str]:
+    """The shipped CC-AV and CC-V; a checkout without them is an error, never a run with
+    untrained weights."""
+    from avcc_stream.cli import CommandError
     from avcc_stream.config.model import SHIPPED_AUDIO_VISUAL, SHIPPED_VISION_ONLY
-    from avcc_stream.model.checkpoint import BUILTIN_PREFIX, CheckpointError, resolve_checkpoint
+    from avcc_stream.model.checkpoint import CheckpointError, resolve_checkpoint
 
     try:
-        resolve_checkpoint(SHIPPED_AUDIO_VISUAL)
-        resolve_checkpoint(SHIPPED_VISION_ONLY)
-        return SHIPPED_AUDIO_VISUAL, SHIPPED_VISION_ONLY
+        for name in (SHIPPED_AUDIO_VISUAL, SHIPPED_VISION_ONLY):
+            resolve_checkpoint(name)
     except CheckpointError as exc:
-        shout("NO TRAINED CHECKPOINT IS SHIPPED YET (" + str(exc).split(";")[0] + ").\n"
-              "The demo runs with FRESHLY INITIALISED, UNTRAINED CC-AV / CC-V models:\n"
-              "the pipeline is real, the COUNTS ARE MEANINGLESS.")
-    import torch
-
-    from avcc_stream.model import ModelConfig, build_model
-    from avcc_stream.model.checkpoint import save_checkpoint
-
-    paths = []
-    for preset in (SHIPPED_AUDIO_VISUAL.removeprefix(BUILTIN_PREFIX), SHIPPED_VISION_ONLY.removeprefix(BUILTIN_PREFIX)):
-        torch.manual_seed(0)
-        path = workdir / f"untrained-{preset}.safetensors"
-        save_checkpoint(path, build_model(ModelConfig.from_preset(preset)).eval(),
-                        provenance={"source": "avcc-stream demo: random initialisation, NOT TRAINED"})
-        paths.append(str(path))
-    return paths[0], paths[1]
+        raise CommandError(f"the demo needs the shipped checkpoints: {exc}") from None
+    return SHIPPED_AUDIO_VISUAL, SHIPPED_VISION_ONLY
 
 
 # --------------------------------------------------------------------------------------
@@ -183,8 +146,8 @@ def run_demo(seconds: float = 30.0, workdir: str | None = None) -> int:
             folder = Path(workdir)
             folder.mkdir(parents=True, exist_ok=True)
         say("avcc-stream demo: synthetic camera with sound -> RTSP -> daemon -> MQTT + Redis\n")
+        checkpoint, fallback = shipped_checkpoints()
         clip, truth_file = make_clip(int(seconds) + 20)  # the RTSP file source plays once per connection
-        checkpoint, fallback = checkpoints(folder)
 
         server = stack.enter_context(start_rtsp_server({CAMERA: f"file:{clip}"}))
         broker, mqtt_port = start_mosquitto(folder)
@@ -247,8 +210,7 @@ def run_demo(seconds: float = 30.0, workdir: str | None = None) -> int:
         else:
             say(f"Redis         {key}: {kind} (RedisTimeSeries), {client.execute_command('TS.INFO', key)[1]} samples")
         client.close()
-        if truth_file is not None and truth_file.exists():
-            say(f"ground truth  per-second counts of the clip: {truth_file}")
+        say(f"ground truth  per-second counts of the clip: {truth_file}")
         errors = _daemon_errors(log_path)
         if subscriber.counts == 0 or code != 0:
             say("the daemon did not publish counts; its last log lines:")

@@ -55,3 +55,17 @@ def test_the_demo_counts_the_synthetic_camera_with_the_shipped_model_and_stops_e
     assert "Redis         crowd:plaza:count:" in out and "outputs mqtt connected, redis connected" in out
     assert list((tmp_path / "cache").rglob("*.counts.json")), "the clip's ground truth was not written"
     assert not _processes_mentioning(str(tmp_path)), "the demo left processes running"
+
+
+def test_without_the_shipped_checkpoints_the_demo_stops_with_a_reason(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout that lacks the shipped models must not demo untrained ones."""
+    from avcc_stream.cli import CommandError
+    from avcc_stream.model import checkpoint
+    from avcc_stream.stream import demo
+
+    monkeypatch.setattr(checkpoint, "BUILTIN_DIR", tmp_path)
+    reason = "the demo needs the shipped checkpoints: no built-in checkpoint 'cc-av-1024-cpu'"
+    with pytest.raises(CommandError, match=reason):
+        demo.run_demo(seconds=1, workdir=str(tmp_path / "work"))
+    assert not (tmp_path / "work" / "daemon.log").exists()
