@@ -1,4 +1,4 @@
-"""`avcc-stream` subcommands of the stream area: run and demo (check-config is the config area's)."""
+"""`avcc-stream` subcommands of the stream area: run, probe and demo (check-config is the config area's)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_run, skip_teardown=True)
 
     # check-config is avcc_stream/config/cli.py's.
+
+    probe = subparsers.add_parser(
+        "probe", help="open the configured cameras as the daemon would and report what they send (no counting)",
+        description="Open every enabled camera of a config exactly as `run` does, read each for a few seconds "
+                    "(all at once), and report what it carries (codecs, size, frame rate, audio rate and "
+                    "channels), the frame rate and share of sound that arrive, and how many windows the daemon "
+                    "would count with sound (CC-AV) or without (CC-V). Loads no model, publishes nothing. "
+                    "Exit status 0: every camera streamed; 1: at least one did not.",
+    )
+    probe.add_argument("--config", required=True, metavar="FILE", help="YAML config (see configs/example.yaml)")
+    probe.add_argument("--camera", action="append", default=None, metavar="NAME",
+                       help="probe only this camera (repeatable; default: every enabled camera)")
+    probe.add_argument("--seconds", type=float, default=5.0, help="how long to read each camera after its first frame (default 5)")
+    probe.add_argument("--json", action="store_true", help="print one JSON object per camera instead of the report")
+    probe.set_defaults(func=_probe)
 
     demo = subparsers.add_parser(
         "demo", help="the whole product on this machine: synthetic camera -> daemon -> MQTT + Redis",
@@ -65,6 +80,34 @@ def _run(args: argparse.Namespace) -> int:
     except (PublishError, SpoolError) as exc:
         raise CommandError(str(exc)) from None
     return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from avcc_stream.cli import CommandError
+    from avcc_stream.stream.daemon import camera_spec
+    from avcc_stream.stream.probe import describe, probe_cameras
+
+    if args.seconds <= 0:
+        raise CommandError("--seconds must be > 0")
+    app = _load(args.config)
+    cameras = app.enabled_cameras()
+    wanted = args.camera or list(cameras)
+    unknown = [name for name in wanted if name not in cameras]
+    if unknown:
+        raise CommandError(f"{args.config}: no enabled camera {', '.join(map(repr, unknown))}; "
+                           f"enabled: {', '.join(cameras) or 'none'}")
+    if not wanted:
+        raise CommandError(f"{args.config}: no camera is enabled: add one under cameras:")
+    results = asyncio.run(probe_cameras([camera_spec(name, cameras[name]) for name in wanted], args.seconds))
+    for result in results:
+        if args.json:
+            print(json.dumps(result.as_dict(), default=str))
+        else:
+            print("\n".join(describe(result)))
+    return 0 if all(result.ok for result in results) else 1
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,57 @@
+"""`avcc-stream probe` against a real RTSP server (H.264 + AAC), a file without sound and a
+dead URL: what each camera sends, and what the daemon would count it with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from avcc_stream.cli import main
+from avcc_stream.stream.localservices import free_port
+from avcc_stream.stream.rtsp_server import encode_test_clip, start_rtsp_server
+
+pytestmark = pytest.mark.services
+
+
+def test_probe_reports_each_camera_and_fails_for_a_dead_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    silent = encode_test_clip(tmp_path / "silent.mp4", seconds=3, size=(160, 90), audio=False)
+    config = tmp_path / "venue.yaml"
+    with start_rtsp_server({"live": "test"}, width=160, height=90) as server:
+        config.write_text(f"""
+cameras:
+  gate: {{url: "{server.url('live')}"}}
+  bar: {{file: "{silent}", loop: true}}
+  dead: {{url: "rtsp://127.0.0.1:{free_port()}/nothing", open_timeout_s: 2, watchdog_s: 2}}
+  spare: {{file: "{silent}", enabled: false}}
+""")
+        code = main(["probe", "--config", str(config), "--seconds", "3"])
+        out = capsys.readouterr().out
+        assert main(["probe", "--config", str(config), "--camera", "gate", "--seconds", "2.5", "--json"]) == 0
+        gate_json = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1, out  # the dead camera
+    reports = {block.split(":", 1)[0]: block for block in out.strip().split("\n") if not block.startswith("  ")}
+    assert set(reports) == {"gate", "bar", "dead"}  # the disabled camera is not probed
+    assert "gate: ok  rtsp://127.0.0.1:" in out and f"bar: ok  {silent}" in out
+    assert "dead: FAILED  rtsp://127.0.0.1:" in out and "connection refused" in out
+    gate = out.split("gate: ok", 1)[1].split("\nbar", 1)[0].split("\ndead", 1)[0]
+    assert "video  h264 160x90, 25 fps declared, 25.0 fps by timestamps" in gate
+    assert "audio  aac 48000 Hz" in gate
+    assert "with sound: counted with sound (CC-AV)" in gate
+    bar = out.split("bar: ok", 1)[1].split("\ngate", 1)[0].split("\ndead", 1)[0]
+    assert "audio  none: every window is counted by the vision-only model (CC-V)" in bar
+    assert "0 with sound: counted without sound (CC-V)" in bar
+
+    [only] = gate_json
+    assert only["camera"] == "gate" and only["ok"] is True and only["error"] is None
+    assert only["info"]["has_audio"] and only["info"]["audio_codec"] == "aac"
+    assert only["windows"] >= 1 and only["windows_with_sound"] == only["windows"]
+    assert only["measured_fps"] == pytest.approx(25, rel=0.05) and only["audio_s"] > 1.0
+
+
+def test_probe_names_an_unknown_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "venue.yaml"
+    config.write_text('cameras:\n  gate: {url: "rtsp://127.0.0.1:9/x"}\n')
+    assert main(["probe", "--config", str(config), "--camera", "gaet"]) == 2
+    assert "no enabled camera 'gaet'; enabled: gate" in capsys.readouterr().err
