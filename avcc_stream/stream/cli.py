@@ -23,13 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Open every enabled camera of a config exactly as `run` does, read each for a few seconds "
                     "(all at once), and report what it carries (codecs, size, frame rate, audio rate and "
                     "channels), the frame rate and share of sound that arrive, and how many windows the daemon "
-                    "would count with sound (CC-AV) or without (CC-V). Loads no model, publishes nothing. "
+                    "would count with sound (CC-AV) or without (CC-V). Publishes nothing; loads the model only "
+                    "with --count. "
                     "Exit status 0: every camera streamed; 1: at least one did not.",
     )
     probe.add_argument("--config", required=True, metavar="FILE", help="YAML config (see configs/example.yaml)")
     probe.add_argument("--camera", action="append", default=None, metavar="NAME",
                        help="probe only this camera (repeatable; default: every enabled camera)")
     probe.add_argument("--seconds", type=float, default=5.0, help="how long to read each camera after its first frame (default 5)")
+    probe.add_argument("--count", action="store_true",
+                       help="also count each camera's last window with the config's model, as the daemon would")
     probe.add_argument("--json", action="store_true", help="print one JSON object per camera instead of the report")
     probe.set_defaults(func=_probe)
 
@@ -87,8 +90,10 @@ def _probe(args: argparse.Namespace) -> int:
     import json
 
     from avcc_stream.cli import CommandError
+    from avcc_stream.model.checkpoint import CheckpointError
     from avcc_stream.stream.daemon import camera_spec
-    from avcc_stream.stream.probe import describe, probe_cameras
+    from avcc_stream.stream.infer import load_models
+    from avcc_stream.stream.probe import count_last_windows, describe, probe_cameras
 
     if args.seconds <= 0:
         raise CommandError("--seconds must be > 0")
@@ -101,7 +106,15 @@ def _probe(args: argparse.Namespace) -> int:
                            f"enabled: {', '.join(cameras) or 'none'}")
     if not wanted:
         raise CommandError(f"{args.config}: no camera is enabled: add one under cameras:")
+    models = None
+    if args.count:  # before the cameras: a model that cannot load is a config error, not a camera's
+        try:
+            models = load_models(app.model.checkpoint, app.model.fallback_checkpoint, app.model.devices)
+        except (CheckpointError, ValueError, RuntimeError) as exc:
+            raise CommandError(f"cannot load the model: {exc}") from None
     results = asyncio.run(probe_cameras([camera_spec(name, cameras[name]) for name in wanted], args.seconds))
+    if models is not None:
+        count_last_windows(results, models, app.model.amp)
     for result in results:
         if args.json:
             print(json.dumps(result.as_dict(), default=str))

@@ -5,7 +5,9 @@ timeouts, credentials, microphone pairing) and read for a few seconds, all camer
 Its windows are cut by the daemon's own aligner, so the report says what the daemon would do
 with that camera: what the stream carries (codecs, size, frame rate, audio rate and channels),
 the frame rate that arrives, how much of each second has sound, and how many windows would be
-counted with sound (CC-AV) or without (CC-V). No model is loaded and nothing is published.
+counted with sound (CC-AV) or without (CC-V). Nothing is published; a model is loaded only
+with `--count`, which counts each camera's last window as the daemon would (same routing,
+same precision), to see that the model finds people in that view.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from avcc_stream.stream.align import WindowAligner
 from avcc_stream.stream.daemon import CameraSpec
 from avcc_stream.stream.sources import AudioItem, SourceEnded, SourceOpened, SourceQueue, StreamInfo, VideoItem
+from avcc_stream.stream.types import CountResult
 
 
 @dataclass
@@ -35,6 +38,8 @@ class ProbeResult:
     audio_s: float = 0.0  # seconds of sound decoded
     windows: int = 0
     windows_with_sound: int = 0
+    last_window: Any = field(default=None, repr=False)  # the newest AlignedWindow, for --count
+    count: CountResult | None = None  # the model's count of last_window (--count)
 
     @property
     def ok(self) -> bool:
@@ -54,8 +59,12 @@ class ProbeResult:
         return self.frames / self.video_s if self.video_s > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("last_window", "count")}
+        out["info"] = None if self.info is None else vars(self.info)
         out["ok"], out["measured_fps"], out["video_s"] = self.ok, self.fps, self.video_s
+        if self.count is not None:
+            out["count"] = {"count": round(self.count.count, 2), "model": self.count.model, "audio": self.count.audio,
+                            "window_end": self.count.window_end.isoformat()}
         return out
 
 
@@ -114,6 +123,20 @@ async def probe_camera(spec: CameraSpec, seconds: float) -> ProbeResult:
 def tally(result: ProbeResult, windows: Sequence[Any]) -> None:
     result.windows += len(windows)
     result.windows_with_sound += sum(1 for w in windows if w.audio is not None)
+    if windows:
+        result.last_window = windows[-1]
+
+
+def count_last_windows(results: Sequence[ProbeResult], models: Sequence[Any], amp: bool) -> None:
+    """Count each camera's newest window with the daemon's routing and precision."""
+    from avcc_stream.stream.infer import InferConfig, InferencePool
+
+    pool = InferencePool(models, InferConfig(), on_result=lambda _result: None, amp=amp)  # never started
+    device_models = models[0]
+    for result in results:
+        if result.last_window is not None:
+            window = result.last_window.materialize()
+            [result.count] = pool.count(device_models.route(window), [window])
 
 
 async def probe_cameras(specs: Sequence[CameraSpec], seconds: float) -> list[ProbeResult]:
@@ -147,4 +170,7 @@ def describe(result: ProbeResult) -> list[str]:
         lines.append(f"  windows {result.windows} cut, {result.windows_with_sound} with sound: {verdict}")
     else:
         lines.append("  windows none cut yet: probe for longer (--seconds)")
+    if result.count is not None:
+        sound = "with sound" if result.count.audio else "without sound"
+        lines.append(f"  count  {result.count.count:.1f} people in the last window, by {result.count.model} ({sound})")
     return lines

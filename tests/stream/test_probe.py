@@ -11,6 +11,7 @@ import pytest
 from avcc_stream.cli import main
 from avcc_stream.stream.localservices import free_port
 from avcc_stream.stream.rtsp_server import encode_test_clip, start_rtsp_server
+from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
 
 pytestmark = pytest.mark.services
 
@@ -18,8 +19,11 @@ pytestmark = pytest.mark.services
 def test_probe_reports_each_camera_and_fails_for_a_dead_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     silent = encode_test_clip(tmp_path / "silent.mp4", seconds=3, size=(160, 90), audio=False)
     config = tmp_path / "venue.yaml"
+    av = make_random_checkpoint(tmp_path, "cc-av-lowres", **SMALL_WIDTHS)
+    v = make_random_checkpoint(tmp_path, "cc-v-lowres", **SMALL_WIDTHS)
     with start_rtsp_server({"live": "test"}, width=160, height=90) as server:
         config.write_text(f"""
+model: {{checkpoint: "{av}", fallback_checkpoint: "{v}", device: cpu}}
 cameras:
   gate: {{url: "{server.url('live')}"}}
   bar: {{file: "{silent}", loop: true}}
@@ -28,8 +32,9 @@ cameras:
 """)
         code = main(["probe", "--config", str(config), "--seconds", "3"])
         out = capsys.readouterr().out
-        assert main(["probe", "--config", str(config), "--camera", "gate", "--seconds", "2.5", "--json"]) == 0
-        gate_json = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert main(["probe", "--config", str(config), "--camera", "gate", "--camera", "bar", "--seconds", "2.5",
+                     "--count", "--json"]) == 0
+        as_json = {r["camera"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
     assert code == 1, out  # the dead camera
     reports = {block.split(":", 1)[0]: block for block in out.strip().split("\n") if not block.startswith("  ")}
     assert set(reports) == {"gate", "bar", "dead"}  # the disabled camera is not probed
@@ -43,11 +48,16 @@ cameras:
     assert "audio  none: every window is counted by the vision-only model (CC-V)" in bar
     assert "0 with sound: counted without sound (CC-V)" in bar
 
-    [only] = gate_json
-    assert only["camera"] == "gate" and only["ok"] is True and only["error"] is None
-    assert only["info"]["has_audio"] and only["info"]["audio_codec"] == "aac"
-    assert only["windows"] >= 1 and only["windows_with_sound"] == only["windows"]
-    assert only["measured_fps"] == pytest.approx(25, rel=0.05) and only["audio_s"] > 1.0
+    assert set(as_json) == {"gate", "bar"}
+    gate_json, bar_json = as_json["gate"], as_json["bar"]
+    assert gate_json["ok"] is True and gate_json["error"] is None and "  count  " not in out  # no --count there
+    assert gate_json["info"]["has_audio"] and gate_json["info"]["audio_codec"] == "aac"
+    assert gate_json["windows"] >= 1 and gate_json["windows_with_sound"] == gate_json["windows"]
+    assert gate_json["measured_fps"] == pytest.approx(25, rel=0.05) and gate_json["audio_s"] > 1.0
+    # --count: the last window of each, routed as the daemon routes it (sound -> CC-AV, none -> CC-V).
+    assert gate_json["count"]["model"] == f"cc-av-lowres:{av.name}" and gate_json["count"]["audio"] is True
+    assert bar_json["count"]["model"] == f"cc-v-lowres:{v.name}" and bar_json["count"]["audio"] is False
+    assert gate_json["count"]["count"] >= 0 and bar_json["count"]["count"] >= 0
 
 
 def test_probe_names_an_unknown_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
