@@ -85,6 +85,8 @@ async def probe_camera(spec: CameraSpec, seconds: float) -> ProbeResult:
             if now >= end:
                 if first_frame is None:
                     result.error = f"no frames within {spec.open_timeout_s + spec.watchdog_s:g} s"
+                elif end == deadline < first_frame + seconds:  # the daemon would call it stalled
+                    result.error = f"stalled: no frames for {spec.watchdog_s:g} s"
                 break
             try:
                 item = await asyncio.wait_for(queue.get(), end - now)

@@ -65,3 +65,30 @@ def test_probe_names_an_unknown_camera(tmp_path: Path, capsys: pytest.CaptureFix
     config.write_text('cameras:\n  gate: {url: "rtsp://127.0.0.1:9/x"}\n')
     assert main(["probe", "--config", str(config), "--camera", "gaet"]) == 2
     assert "no enabled camera 'gaet'; enabled: gate" in capsys.readouterr().err
+
+
+def test_a_camera_that_goes_quiet_during_the_probe_fails_it(tmp_path: Path) -> None:
+    """The server is frozen (SIGSTOP) a second into the probe: the connection stays open but
+    nothing arrives, which the daemon would call stalled; the probe must not report it ok."""
+    import asyncio
+    import os
+    import signal
+    import threading
+
+    from avcc_stream.config import load_config
+    from avcc_stream.stream.daemon import camera_spec
+    from avcc_stream.stream.probe import probe_cameras
+
+    config = tmp_path / "venue.yaml"
+    with start_rtsp_server({"live": "test"}, width=160, height=90) as server:
+        config.write_text(f'cameras:\n  gate: {{url: "{server.url("live")}", watchdog_s: 2, read_timeout_s: 30}}\n')
+        app = load_config(str(config))
+        freezer = threading.Timer(3.0, os.kill, (server.process.pid, signal.SIGSTOP))
+        freezer.start()
+        try:
+            [result] = asyncio.run(probe_cameras([camera_spec("gate", app.enabled_cameras()["gate"])], seconds=10))
+        finally:
+            freezer.cancel()
+            os.kill(server.process.pid, signal.SIGCONT)
+    assert result.frames > 0 and not result.ok
+    assert result.error == "stalled: no frames for 2 s"
