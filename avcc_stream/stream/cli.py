@@ -19,18 +19,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # check-config is avcc_stream/config/cli.py's.
 
     probe = subparsers.add_parser(
-        "probe", help="open the configured cameras as the daemon would and report what they send (no counting)",
+        "probe", help="open the configured cameras as the daemon would and report what they send",
         description="Open every enabled camera of a config exactly as `run` does, read each for a few seconds "
                     "(all at once), and report what it carries (codecs, size, frame rate, audio rate and "
                     "channels), the frame rate and share of sound that arrive, and how many windows the daemon "
                     "would count with sound (CC-AV) or without (CC-V). Publishes nothing; loads the model only "
-                    "with --count. "
-                    "Exit status 0: every camera streamed; 1: at least one did not.",
+                    "with --count. Exit status 0: every camera streamed; 1: at least one did not; 2: the config "
+                    "or --camera is invalid.",
     )
     probe.add_argument("--config", required=True, metavar="FILE", help="YAML config (see configs/example.yaml)")
     probe.add_argument("--camera", action="append", default=None, metavar="NAME",
                        help="probe only this camera (repeatable; default: every enabled camera)")
-    probe.add_argument("--seconds", type=float, default=5.0, help="how long to read each camera after its first frame (default 5)")
+    probe.add_argument("--seconds", type=float, default=5.0,
+                       help="how long to read each camera after its first frame (default 5)")
     probe.add_argument("--count", action="store_true",
                        help="also count each camera's last window with the config's model, as the daemon would")
     probe.add_argument("--json", action="store_true", help="print one JSON object per camera instead of the report")
