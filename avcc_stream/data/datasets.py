@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -446,3 +446,41 @@ def open_dataset(root: str | Path, split: str, layout: str | None = None) -> Cro
     if name not in READERS:
         raise DatasetLayoutError(f"unknown layout {layout!r}; expected one of {', '.join(READERS)}")
     return READERS[name](root, split)
+
+
+class CombinedDataset:
+    """Several readers (splits of different dataset folders) as one sequence of samples, e.g. a
+    synthetic training split plus a freshly generated one.
+
+    The ids of the second and later readers get the prefix "<k>:" so that two folders' sample
+    000001 stay distinct: augmentation and degradation draws are seeded by the id.
+    """
+
+    def __init__(self, readers: list[CrowdDataset]) -> None:
+        if not readers:
+            raise ValueError("combine at least one dataset reader")
+        self.readers = list(readers)
+        self._where: list[tuple[int, int]] = [(k, i) for k, reader in enumerate(self.readers) for i in range(len(reader))]
+        self.ids = [self._prefixed(k, self.readers[k].ids[i]) for k, i in self._where]
+        self._by_id = {sample_id: where for sample_id, where in zip(self.ids, self._where, strict=True)}
+
+    @staticmethod
+    def _prefixed(reader_index: int, sample_id: str) -> str:
+        return sample_id if reader_index == 0 else f"{reader_index}:{sample_id}"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> CrowdSample:
+        if not -len(self.ids) <= index < len(self.ids):
+            raise IndexError(f"sample index {index} out of range for {len(self.ids)} samples")
+        k, i = self._where[index]
+        sample = self.readers[k][i]
+        return sample if k == 0 else replace(sample, id=self._prefixed(k, sample.id))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(map(repr, self.readers))})"
+
+    def count_of(self, sample_id: str) -> float:
+        k, i = self._by_id[sample_id]
+        return self.readers[k].count_of(self.readers[k].ids[i])

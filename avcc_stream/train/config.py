@@ -45,6 +45,11 @@ class DataSection(_Strict):
     root: Path = Field(title="dataset folder (any layout open_dataset reads)")
     train_split: str = "train"
     val_split: str = "val"
+    extra_train_roots: list[Path] = Field(
+        default_factory=list,
+        title="more dataset folders whose train_split is trained on as well (e.g. freshly generated "
+        "synthetic data); validation stays on root's val_split; one path alone is fine",
+    )
     seed: int = Field(0, title="augmentation / degradation seed (samples draw from (seed, epoch, id))")
     augment: bool = Field(True, title="crops, flips, random paper-style degradations, audio gain")
     degrade_probability: float = Field(0.5, ge=0.0, le=1.0, title="share of training images given a random corruption")
@@ -69,7 +74,7 @@ class DataSection(_Strict):
     max_val_samples: int | None = Field(None, ge=1, title="use only the first N validation samples")
     num_workers: int = Field(0, ge=0, title="DataLoader worker processes")
 
-    _one_or_many = field_validator("val_settings", mode="before")(lambda value: _as_list(value))
+    _one_or_many = field_validator("val_settings", "extra_train_roots", mode="before")(lambda value: _as_list(value))
 
     @field_validator("val_settings")
     @classmethod

@@ -171,12 +171,16 @@ def _limit(source: Any, limit: int | None) -> Any:
 def build_datasets(cfg: TrainConfig, model_cfg: Any) -> tuple[Any, dict[str, Any], torch.Tensor | None]:
     """The training set, one validation set per validation setting (name -> dataset), and the
     training samples' drawing weights (None: a plain shuffle)."""
-    from avcc_stream.data.datasets import open_dataset
+    from avcc_stream.data.datasets import CombinedDataset, open_dataset
     from avcc_stream.data.degrade import setting
     from avcc_stream.data.training import Augmentation, CrowdTrainingDataset
 
     data = cfg.data
-    train_source = _limit(open_dataset(data.root, data.train_split), data.max_train_samples)
+    train_reader = open_dataset(data.root, data.train_split)
+    if data.extra_train_roots:
+        extra = [open_dataset(root, data.train_split) for root in data.extra_train_roots]
+        train_reader = CombinedDataset([train_reader, *extra])
+    train_source = _limit(train_reader, data.max_train_samples)
     val_source = _limit(open_dataset(data.root, data.val_split), data.max_val_samples)
     train = CrowdTrainingDataset(
         train_source, model_cfg, augment=data.augment, seed=data.seed,
@@ -549,6 +553,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "data_root": str(self.cfg.data.root),
             "data_seed": dataset_seed(Path(self.cfg.data.root)),
+            "extra_train_data_seeds": [dataset_seed(Path(root)) for root in self.cfg.data.extra_train_roots],
             "augmentation_seed": self.cfg.data.seed,
             "commit": git_commit(),
             "machine": machine_description(self.device),

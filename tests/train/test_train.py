@@ -359,6 +359,34 @@ def test_count_weights_follow_the_counts_of_a_split_or_a_subset(tiny_dataset: Pa
     torch.testing.assert_close(count_weights(Subset(source, [2, 0]), 1.0), 1 + counts[[2, 0]])
 
 
+def test_extra_training_folders_are_trained_on_with_distinct_ids_and_their_own_counts(
+    tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from avcc_stream.data.datasets import open_dataset
+    from avcc_stream.data.synth.writer import write_dataset
+    from avcc_stream.train.trainer import build_datasets
+
+    fresh = tmp_path_factory.mktemp("fresh") / "synth"
+    write_dataset(fresh, count=4, seed=12, size=(256, 144), splits=(1.0, 0.0, 0.0), workers=1, max_people=30)
+    data = small_config_dict(tiny_dataset)
+    data["data"].update(extra_train_roots=str(fresh), count_weighting=1.0, blackout_probability=0.0)
+    cfg = TrainConfig.model_validate(data)
+    train_set, val_sets, weights = build_datasets(cfg, cfg.model_config_object())
+    first, second = open_dataset(tiny_dataset, "train"), open_dataset(fresh, "train")
+    assert len(train_set) == len(first) + len(second) == 12 and len(val_sets["regular"]) == 4  # val: root's only
+    ids = [train_set[i]["id"] for i in range(len(train_set))]
+    assert ids == first.ids + [f"1:{sample_id}" for sample_id in second.ids] and len(set(ids)) == 12
+    counts = [s.count for s in first] + [s.count for s in second]
+    torch.testing.assert_close(weights, 1 + torch.tensor(counts, dtype=torch.float64))
+    assert float(train_set[8]["count"]) == pytest.approx(counts[8])  # the fresh folder's own sample and count
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    result = train(cfg, out, progress=False)  # 12 samples, batch 4: 3 steps
+    assert result.global_step == 3
+    provenance = load_checkpoint(out / "best.safetensors").header["provenance"]
+    assert (provenance["data_seed"], provenance["extra_train_data_seeds"]) == (11, [12])
+
+
 def test_blacked_out_frames_are_black_and_not_clear(tiny_dataset: Path) -> None:
     """The picture-count loss must never ask the picture to count a frame the blackout hid."""
     from avcc_stream.data.datasets import open_dataset
