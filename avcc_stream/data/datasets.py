@@ -460,9 +460,9 @@ class CombinedDataset:
         if not readers:
             raise ValueError("combine at least one dataset reader")
         self.readers = list(readers)
-        self._where: list[tuple[int, int]] = [(k, i) for k, reader in enumerate(self.readers) for i in range(len(reader))]
-        self.ids = [self._prefixed(k, self.readers[k].ids[i]) for k, i in self._where]
-        self._by_id = {sample_id: where for sample_id, where in zip(self.ids, self._where, strict=True)}
+        places = [(k, i) for k, reader in enumerate(self.readers) for i in range(len(reader))]
+        self.ids = [self._prefixed(k, self.readers[k].ids[i]) for k, i in places]
+        self._place = dict(zip(self.ids, places, strict=True))  # id -> (reader, index in it)
 
     @staticmethod
     def _prefixed(reader_index: int, sample_id: str) -> str:
@@ -472,15 +472,13 @@ class CombinedDataset:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> CrowdSample:
-        if not -len(self.ids) <= index < len(self.ids):
-            raise IndexError(f"sample index {index} out of range for {len(self.ids)} samples")
-        k, i = self._where[index]
+        k, i = self._place[self.ids[index]]  # a list index: IndexError out of range
         sample = self.readers[k][i]
-        return sample if k == 0 else replace(sample, id=self._prefixed(k, sample.id))
+        return sample if k == 0 else replace(sample, id=self.ids[index])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(map(repr, self.readers))})"
 
     def count_of(self, sample_id: str) -> float:
-        k, i = self._by_id[sample_id]
+        k, i = self._place[sample_id]
         return self.readers[k].count_of(self.readers[k].ids[i])
