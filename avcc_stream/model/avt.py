@@ -80,7 +80,9 @@ class AudioVisualTransformer(nn.Module):
             else:
                 product = self.pir_reduce(cross)
             pir_logits = self.pir_linear(product)  # PIR_PRE (Eq. 6)
-            pir = torch.softmax(pir_logits, dim=-1)
+            # float32 even under bf16/fp16 autocast: the PIR is published as each region's share
+            # of the crowd, and 16 shares rounded to bf16 sum to 1 only within ~1e-3.
+            pir = torch.softmax(pir_logits.float(), dim=-1)
             streams.append(pir_logits)
         if self.pce_linear is not None:
             pce = self.pce_linear(cross)  # Eq. 9

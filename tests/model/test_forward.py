@@ -29,6 +29,17 @@ def test_density_is_non_negative_and_sums_to_count_and_patch_counts(preset, mode
         torch.testing.assert_close(out.attention.sum(dim=1), torch.ones(3))
 
 
+def test_region_shares_sum_to_one_under_bf16_autocast():
+    # The daemon runs bf16 autocast on CPUs with bf16 instructions (emulated, but exact, elsewhere).
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset("cc-av-lowres")
+    model = build_model(cfg).eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*random_batch(cfg, 3))
+    assert out.pir.dtype == torch.float32
+    torch.testing.assert_close(out.pir.sum(dim=1), torch.ones(3), rtol=0, atol=1e-5)
+
+
 def test_patch_sums_shares_boundary_pixels_and_preserves_the_total():
     density = torch.arange(9 * 16, dtype=torch.float32).view(1, 1, 9, 16)
     sums = patch_sums(density, (4, 4))
