@@ -110,6 +110,10 @@ class TunedModule(torch.nn.Module):
 
 def measure_decode(settings: GpuPlanSettings) -> dict[str, Any]:
     """Share of one core per camera for CPU decode-then-skip and, where possible, NVDEC."""
+    try:
+        import av  # noqa: F401  (a GPU box's image may lack PyAV: the model and pool are still worth measuring)
+    except ImportError:
+        return {"cpu": None, "nvdec": None, "nvdec_status": "not measured: PyAV is not installed"}
     from avcc_stream.bench.clips import cached_clip
     from avcc_stream.bench.decode_bench import decode_video, hardware_decoder, nvdec_failure, summarise
 
@@ -354,7 +358,8 @@ def run_gpu_plan(
     best_model = max((r["windows_per_s"] for r in model_rows if "windows_per_s" in r), default=None)
     cpu_per_window = prep["image_s"] + prep["audio_s"]
     stages = [
-        {"stage": f"decode {frame} on CPU (decode-then-skip), {cores} cores", "per_window_ms": decode["cpu"] * 1000.0,
+        {"stage": f"decode {frame} on CPU (decode-then-skip), {cores} cores",
+         "per_window_ms": decode["cpu"] * 1000.0 if decode["cpu"] else None,
          "capacity": cores / decode["cpu"] if decode["cpu"] else None},
         {"stage": f"decode {frame} with NVDEC ({decode['nvdec_status']})",
          "per_window_ms": decode["nvdec"] * 1000.0 if decode["nvdec"] else None,

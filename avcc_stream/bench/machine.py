@@ -18,9 +18,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, memory, GPUs, Python/torch/CUDA/PyAV versions, commit, load average."""
-    import av
     import torch
     import torchaudio
+
+    try:
+        import av
+    except ImportError:  # a GPU box's image may lack PyAV; the report says so instead of failing
+        av = None
 
     cuda = torch.cuda.is_available()
     info: dict[str, Any] = {
@@ -37,8 +41,8 @@ def machine_info() -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "cuda_available": cuda,
         "torchaudio": torchaudio.__version__,
-        "pyav": av.__version__,
-        "libavcodec": ".".join(str(v) for v in av.library_versions.get("libavcodec", ())),
+        "pyav": av.__version__ if av else None,
+        "libavcodec": ".".join(str(v) for v in av.library_versions.get("libavcodec", ())) if av else None,
         "torch_threads": torch.get_num_threads(),
         "load_start": load_average(),
         "load_end": None,

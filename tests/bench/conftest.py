@@ -15,6 +15,15 @@ TINY_OVERRIDES = [
 ]
 
 
+def pyav_version() -> str | None:
+    """PyAV's version, or None where it is not installed (a GPU machine's image may lack it)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    return av.__version__
+
+
 def read_results(folder: Path, mode: str) -> tuple[dict[str, Any], str]:
     """The JSON and Markdown a mode wrote, after checking both exist and share the machine record."""
     json_path, md_path = folder / f"{mode}.json", folder / f"{mode}.md"
@@ -25,7 +34,8 @@ def read_results(folder: Path, mode: str) -> tuple[dict[str, Any], str]:
     assert data["mode"] == mode
     machine = data["machine"]
     assert machine["cpu_cores"] >= 1 and machine["cpu_model"]
-    assert machine["torch"] and machine["pyav"] and machine["python"]
+    assert machine["torch"] and machine["python"]
+    assert machine["pyav"] == pyav_version()
     assert "cuda_available" in machine and isinstance(machine["gpus"], list)
     assert data["started"] and data["finished"]
     assert f"## avcc-stream bench {mode}" in markdown and machine["cpu_model"] in markdown
