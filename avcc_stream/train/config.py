@@ -50,7 +50,13 @@ class DataSection(_Strict):
         title="more dataset folders whose train_split is trained on as well (e.g. freshly generated "
         "synthetic data); validation stays on root's val_split; one path alone is fine",
     )
-    seed: int = Field(0, title="augmentation / degradation seed (samples draw from (seed, epoch, id))")
+    seed: int = Field(0, title="augmentation / degradation seed of the training samples (draws from (seed, epoch, id))")
+    val_seed: int = Field(
+        0, title="degradation seed of the validation images (noise, low light, where the occluding rectangle "
+        "falls): fixed apart from seed, so the checks of runs with different augmentation seeds see the same "
+        "corrupted images, the ones `avcc-stream evaluate --seed` with this value sees (before session 23 "
+        "the checks used seed, so their random settings are not comparable across those runs)",
+    )
     augment: bool = Field(True, title="crops, flips, random paper-style degradations, audio gain")
     degrade_probability: float = Field(0.5, ge=0.0, le=1.0, title="share of training images given a random corruption")
     blackout_probability: float = Field(

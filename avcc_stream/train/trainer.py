@@ -189,7 +189,7 @@ def build_datasets(cfg: TrainConfig, model_cfg: Any) -> tuple[Any, dict[str, Any
     if data.augment and data.blackout_probability > 0:
         train = BlackoutDataset(train, data.blackout_probability, data.seed)
     val = {
-        name: CrowdTrainingDataset(val_source, model_cfg, augment=False, degradation=setting(name), seed=data.seed)
+        name: CrowdTrainingDataset(val_source, model_cfg, augment=False, degradation=setting(name), seed=data.val_seed)
         for name in data.val_settings
     }
     return train, val, count_weights(train_source, data.count_weighting)

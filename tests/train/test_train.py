@@ -387,6 +387,34 @@ def test_extra_training_folders_are_trained_on_with_distinct_ids_and_their_own_c
     assert (provenance["data_seed"], provenance["extra_train_data_seeds"]) == (11, [12])
 
 
+def test_validation_images_are_corrupted_alike_whatever_the_augmentation_seed(tiny_dataset: Path) -> None:
+    """Checks of runs with different augmentation seeds must be comparable (session 23 compared runs
+    whose occluding rectangles fell elsewhere), and show what `avcc-stream evaluate --seed` shows."""
+    from avcc_stream.data.datasets import open_dataset
+    from avcc_stream.data.degrade import setting
+    from avcc_stream.data.training import CrowdTrainingDataset
+    from avcc_stream.train.trainer import build_datasets
+
+    settings = ["regular", "occlusion:0.5", "lowlight25"]
+
+    def val_images(seed: int, val_seed: int = 0) -> dict[str, torch.Tensor]:
+        data = small_config_dict(tiny_dataset)
+        data["data"].update(seed=seed, val_seed=val_seed, val_settings=settings)
+        cfg = TrainConfig.model_validate(data)
+        _, val_sets, _ = build_datasets(cfg, cfg.model_config_object())
+        return {name: torch.stack([sample["image"] for sample in val_set]) for name, val_set in val_sets.items()}
+
+    first, other_augmentation, other_val_seed = val_images(5), val_images(6), val_images(5, val_seed=1)
+    for name in settings:
+        torch.testing.assert_close(first[name], other_augmentation[name], rtol=0, atol=0)
+    assert not torch.equal(first["occlusion:0.5"], other_val_seed["occlusion:0.5"])
+    assert not torch.equal(first["lowlight25"], other_val_seed["lowlight25"])
+    model_cfg = TrainConfig.model_validate(small_config_dict(tiny_dataset)).model_config_object()
+    evaluated = CrowdTrainingDataset(open_dataset(tiny_dataset, "val"), model_cfg, augment=False,
+                                     degradation=setting("occlusion:0.5"), seed=0)  # as evaluate --seed 0 builds it
+    torch.testing.assert_close(first["occlusion:0.5"], torch.stack([s["image"] for s in evaluated]), rtol=0, atol=0)
+
+
 def test_blacked_out_frames_are_black_and_not_clear(tiny_dataset: Path) -> None:
     """The picture-count loss must never ask the picture to count a frame the blackout hid."""
     from avcc_stream.data.datasets import open_dataset
