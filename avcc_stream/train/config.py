@@ -53,9 +53,8 @@ class DataSection(_Strict):
     seed: int = Field(0, title="augmentation / degradation seed of the training samples (draws from (seed, epoch, id))")
     val_seed: int = Field(
         0, title="degradation seed of the validation images (noise, low light, where the occluding rectangle "
-        "falls): fixed apart from seed, so the checks of runs with different augmentation seeds see the same "
-        "corrupted images, the ones `avcc-stream evaluate --seed` with this value sees (before session 23 "
-        "the checks used seed, so their random settings are not comparable across those runs)",
+        "falls), kept apart from seed so that the checks of runs with different augmentation seeds compare; "
+        "the images are the ones `avcc-stream evaluate --seed` with this value sees",
     )
     augment: bool = Field(True, title="crops, flips, random paper-style degradations, audio gain")
     degrade_probability: float = Field(0.5, ge=0.0, le=1.0, title="share of training images given a random corruption")
