@@ -110,9 +110,9 @@ class TunedModule(torch.nn.Module):
 
 def measure_decode(settings: GpuPlanSettings) -> dict[str, Any]:
     """Share of one core per camera for CPU decode-then-skip and, where possible, NVDEC."""
-    try:
-        import av  # noqa: F401  (a GPU box's image may lack PyAV: the model and pool are still worth measuring)
-    except ImportError:
+    from avcc_stream.bench.machine import pyav
+
+    if pyav() is None:  # the model and pool are still worth measuring
         return {"cpu": None, "nvdec": None, "nvdec_status": "not measured: PyAV is not installed"}
     from avcc_stream.bench.clips import cached_clip
     from avcc_stream.bench.decode_bench import decode_video, hardware_decoder, nvdec_failure, summarise

@@ -21,11 +21,7 @@ def machine_info() -> dict[str, Any]:
     import torch
     import torchaudio
 
-    try:
-        import av
-    except ImportError:  # a GPU box's image may lack PyAV; the report says so instead of failing
-        av = None
-
+    av = pyav()
     cuda = torch.cuda.is_available()
     info: dict[str, Any] = {
         "hostname": platform.node(),
@@ -49,6 +45,16 @@ def machine_info() -> dict[str, Any]:
     }
     info.update(git_commit())
     return info
+
+
+def pyav() -> Any:
+    """The PyAV module, or None where it is not installed (a GPU machine's image may lack it: the
+    benchmarks then say so instead of failing)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    return av
 
 
 def finish_machine_info(info: dict[str, Any]) -> dict[str, Any]:
