@@ -11,7 +11,7 @@
 # they are installed into /tmp/site first. PyAV is not needed: the decode rows of bench gpu-plan
 # then read "not measured".
 # In this workplace what travels to the machine (the repository and .whl/) must stay under 64 MiB;
-# the repository alone was about 60 MiB in session 23, so carry only the wheels these steps import
+# the repository alone was about 60 MiB in sessions 23 and 24, so carry only the wheels these steps import
 # (pydantic, pydantic-core, annotated-types, typing-inspection, structlog, pytest-timeout).
 # Training gets what is left of a 390 s mark, at most TRAIN_MIN minutes, so the benchmarks after it
 # still fit a 600 s limit. Choose the checkpoint afterwards on data/synth-1024's validation split
