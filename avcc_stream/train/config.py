@@ -76,10 +76,23 @@ class DataSection(_Strict):
         title="draw each epoch's training samples with replacement, weighted by (1 + count) ** this "
         "(0: a plain shuffle); dense scenes are rare in a crowd dataset but hold most of the counting error",
     )
+    hard_example_reports: list[Path] = Field(
+        default_factory=list,
+        title="`avcc-stream evaluate --split train` report.json files of one trained checkpoint, one per "
+        "training folder (root and each extra root), for hard_example_weighting",
+    )
+    hard_example_weighting: float = Field(
+        0.0, ge=0.0, le=10.0,
+        title="draw each training sample with its weight times 1 + this * error / mean error, the error "
+        "being |predicted - true| in hard_example_reports (0: off); the steps go to the scenes a trained "
+        "model still miscounts (avcc_stream.train.hard_examples)",
+    )
     max_val_samples: int | None = Field(None, ge=1, title="use only the first N validation samples")
     num_workers: int = Field(0, ge=0, title="DataLoader worker processes")
 
-    _one_or_many = field_validator("val_settings", "extra_train_roots", mode="before")(lambda value: _as_list(value))
+    _one_or_many = field_validator("val_settings", "extra_train_roots", "hard_example_reports", mode="before")(
+        lambda value: _as_list(value)
+    )
 
     @field_validator("val_settings")
     @classmethod
@@ -93,6 +106,12 @@ class DataSection(_Strict):
         if len(set(value)) != len(value):
             raise ValueError(f"a validation setting is listed twice: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _hard_examples_have_reports(self) -> DataSection:
+        if self.hard_example_weighting > 0 and not self.hard_example_reports:
+            raise ValueError("hard_example_weighting > 0 needs hard_example_reports (avcc-stream evaluate --split train)")
+        return self
 
 
 class OptimSection(_Strict):

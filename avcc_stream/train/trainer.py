@@ -43,6 +43,7 @@ from avcc_stream.data.training import DatasetKey, draw_parts
 from avcc_stream.precision import autocast, cpu_has_bf16
 from avcc_stream.train.config import TrainConfig
 from avcc_stream.train.distributed import DistContext, init_distributed, shutdown_distributed
+from avcc_stream.train.hard_examples import hard_example_weights
 from avcc_stream.train.history import EPOCH_FIELDS, LOSS_TERMS, STEP_FIELDS, VAL_FIELDS, append_row, plot_history
 from avcc_stream.train.metrics import CountErrors
 
@@ -192,7 +193,13 @@ def build_datasets(cfg: TrainConfig, model_cfg: Any) -> tuple[Any, dict[str, Any
         name: CrowdTrainingDataset(val_source, model_cfg, augment=False, degradation=setting(name), seed=data.val_seed)
         for name in data.val_settings
     }
-    return train, val, count_weights(train_source, data.count_weighting)
+    weights = count_weights(train_source, data.count_weighting)
+    hardness = hard_example_weights(
+        train_source, [data.root, *data.extra_train_roots], data.hard_example_reports, data.hard_example_weighting
+    )
+    if hardness is not None:
+        weights = hardness if weights is None else weights * hardness
+    return train, val, weights
 
 
 # ------------------------------------------------------------------------------ model step

@@ -63,6 +63,10 @@ def test_bad_value_and_bad_preset(tmp_path: Path) -> None:
     data["model"]["overrides"]["embed_dims"] = 3
     with pytest.raises(ConfigError, match=r"embed_dims"):
         load_config(write_config(tmp_path / "c.yaml", data))
+    data = small_config_dict(tmp_path)
+    data["data"]["hard_example_weighting"] = 1.0  # without the reports it would weight by guess
+    with pytest.raises(ConfigError, match=r"data: .*hard_example_weighting > 0 needs hard_example_reports"):
+        load_config(write_config(tmp_path / "d.yaml", data))
 
 
 def test_missing_file_and_not_a_mapping(tmp_path: Path) -> None:

@@ -458,3 +458,53 @@ def test_bf16_on_a_cpu_without_bf16_instructions_gets_a_warning(monkeypatch: pyt
     assert trainer.amp_warning(torch.bfloat16, cuda) is None
     monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
     assert trainer.amp_warning(torch.bfloat16, cpu) is None
+
+
+def test_hard_example_weights_come_from_an_evaluate_report_of_the_training_split(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """`avcc-stream evaluate --split train` of a trained model -> each training scene drawn with
+    1 + strength * error / mean error times its count weight; a report of another folder, or of
+    two checkpoints, is refused by name."""
+    import json
+
+    from avcc_stream.cli import main
+    from avcc_stream.data.datasets import open_dataset
+    from avcc_stream.train.trainer import build_datasets
+    from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
+
+    (tmp_path / "ckpt").mkdir()
+    checkpoint = make_random_checkpoint(tmp_path / "ckpt", "cc-av-lowres", seed=1, **SMALL_WIDTHS)
+    report_dir = tmp_path / "hard"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", str(tiny_dataset), "--split", "train",
+                 "--settings", "regular", "--occlusion-rates", "", "--worst", "0", "--out", str(report_dir),
+                 "--no-progress"]) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    (predicted,) = report["predictions"].values()
+    ids = open_dataset(tiny_dataset, "train").ids
+    errors = torch.tensor([abs(predicted["regular"][i] - report["true_counts"][i]) for i in ids], dtype=torch.float64)
+    assert errors.max() > errors.min()  # a random model miscounts some scenes more than others
+
+    data = small_config_dict(tiny_dataset)
+    data["data"].update(hard_example_reports=str(report_dir / "report.json"), hard_example_weighting=2.0,
+                        count_weighting=0.5)
+    cfg = TrainConfig.model_validate(data)
+    _, _, weights = build_datasets(cfg, cfg.model_config_object())
+    counts = torch.tensor([s.count for s in open_dataset(tiny_dataset, "train")], dtype=torch.float64)
+    hardness = weights / (1 + counts).sqrt()
+    torch.testing.assert_close(hardness, 1 + 2.0 * errors / errors.mean())
+    assert hardness.mean().item() == pytest.approx(3.0)  # 1 + strength on average, at least 1 each
+    assert int(hardness.argmax()) == int(errors.argmax())
+
+    other = dict(report, dataset=str(tmp_path / "elsewhere"))
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    data["data"]["hard_example_reports"] = str(tmp_path / "other.json")
+    cfg = TrainConfig.model_validate(data)
+    with pytest.raises(ValueError, match=f"no hard-example report covers training folder {tiny_dataset}"):
+        build_datasets(cfg, cfg.model_config_object())
+    two = dict(report, predictions={"a": predicted, "b": predicted})
+    (tmp_path / "two.json").write_text(json.dumps(two))
+    data["data"]["hard_example_reports"] = str(tmp_path / "two.json")
+    cfg = TrainConfig.model_validate(data)
+    with pytest.raises(ValueError, match="holds 2 checkpoints"):
+        build_datasets(cfg, cfg.model_config_object())
