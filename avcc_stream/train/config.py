@@ -132,6 +132,16 @@ class OptimSection(_Strict):
         "parameter is an error",
     )
 
+    frozen: list[str] = Field(
+        default_factory=list,
+        title="parameter-name prefixes that do not train: their parameters stay as the warm start left them, "
+        "and their modules run in eval mode (batch-norm statistics kept, no dropout), e.g. [vfe.] to "
+        "retrain the sound path under a fixed picture path; lr_multipliers under a frozen prefix are "
+        "ignored; a prefix that matches no parameter is an error",
+    )
+
+    _one_or_many = field_validator("frozen", mode="before")(lambda value: _as_list(value))
+
     @field_validator("lr_multipliers")
     @classmethod
     def _positive_multipliers(cls, value: dict[str, float]) -> dict[str, float]:

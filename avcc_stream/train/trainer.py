@@ -253,14 +253,52 @@ def count_errors(model: torch.nn.Module, loader: DataLoader, device: torch.devic
     return errors
 
 
-def parameter_groups(model: torch.nn.Module, lr: float, multipliers: dict[str, float]) -> list[dict[str, Any]]:
+def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Stop the parameters under `prefixes` from training, and keep their modules in eval mode.
+
+    requires_grad=False alone would still let batch norm move its running statistics and dropout
+    drop, so a "fixed" part would change under the parts that train. Each outermost module under
+    a prefix gets a `train` that always means eval; the trainer's and evaluation's train()/eval()
+    calls reach it through its parent as usual.
+    """
+    if not prefixes:
+        return
+    matched = {prefix: False for prefix in prefixes}
+    for name, parameter in model.named_parameters():
+        for prefix in prefixes:
+            if name.startswith(prefix):
+                parameter.requires_grad_(False)
+                matched[prefix] = True
+    unmatched = [prefix for prefix, hit in matched.items() if not hit]
+    if unmatched:
+        raise TrainingError(f"optim.frozen: no parameter name starts with {', '.join(map(repr, unmatched))}")
+
+    def always_eval(module: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
+        return torch.nn.Module.train(module, False)
+
+    outermost: list[str] = []
+    for name, module in model.named_modules():
+        inside = [p for p in prefixes if f"{name}.".startswith(p) or name.startswith(p)] if name else []
+        if inside and not any(name.startswith(f"{outer}.") for outer in outermost):
+            outermost.append(name)
+            module.train = always_eval.__get__(module)
+            module.train()
+
+
+def parameter_groups(
+    model: torch.nn.Module, lr: float, multipliers: dict[str, float], frozen: list[str] = ()
+) -> list[dict[str, Any]]:
     """Adam's parameter groups: the first at the base lr (the one logged), then one per multiplier.
 
-    Each parameter goes to the longest prefix of `multipliers` its name starts with.
+    Each parameter goes to the longest prefix of `multipliers` its name starts with; frozen ones
+    (requires_grad False) go nowhere, and so do multipliers under a `frozen` prefix.
     """
+    multipliers = {m: f for m, f in multipliers.items() if not any(m.startswith(p) for p in frozen)}
     grouped: dict[str, list[torch.nn.Parameter]] = {"": []}
     grouped.update({prefix: [] for prefix in multipliers})
     for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
         prefix = max((p for p in multipliers if name.startswith(p)), key=len, default="")
         grouped[prefix].append(parameter)
     unused = [prefix for prefix in multipliers if not grouped[prefix]]
@@ -423,6 +461,7 @@ class Trainer:
                         f"{adapted}{len(started.kept)} not in it",
                         flush=True,
                     )
+        freeze(model, cfg.optim.frozen)
         model = model.to(self.device)
         torch.manual_seed(cfg.train.seed + 1_000_003 * (ctx.rank + 1))
         self.channels_last = cfg.train.channels_last and self.device.type == "cuda"
@@ -448,7 +487,7 @@ class Trainer:
             print(warning, file=sys.stderr, flush=True)
         self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         self.optimizer = torch.optim.Adam(
-            parameter_groups(model, cfg.optim.lr, cfg.optim.lr_multipliers),
+            parameter_groups(model, cfg.optim.lr, cfg.optim.lr_multipliers, cfg.optim.frozen),
             lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay,
         )
 

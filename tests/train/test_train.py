@@ -508,3 +508,33 @@ def test_hard_example_weights_come_from_an_evaluate_report_of_the_training_split
     cfg = TrainConfig.model_validate(data)
     with pytest.raises(ValueError, match="holds 2 checkpoints"):
         build_datasets(cfg, cfg.model_config_object())
+
+
+def test_frozen_parts_keep_their_weights_and_batch_norm_statistics_while_the_rest_trains(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """optim.frozen: [vfe.] retrains the sound path under a fixed picture path; batch norm in the
+    frozen part must not move its running statistics either (requires_grad alone would)."""
+    from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
+
+    (tmp_path / "init").mkdir()
+    start = make_random_checkpoint(tmp_path / "init", "cc-av-lowres", seed=4, **SMALL_WIDTHS)
+    data = small_config_dict(tiny_dataset, ema_decay=0.9)
+    data["model"]["init_from"] = str(start)
+    data["optim"].update(frozen="vfe.", lr_multipliers={"vfe.stem.": 5.0, "afe.": 2.0})
+    out = tmp_path / "run"
+    result = train(TrainConfig.model_validate(data), out, progress=False)
+    assert result.global_step == 2
+    before = load_checkpoint(start).model.state_dict()
+    for name in ("last.safetensors", "best.safetensors"):  # the raw weights and the moving average
+        after = load_checkpoint(out / name).model.state_dict()
+        frozen = [k for k in after if k.startswith("vfe.")]
+        assert any(k.endswith("running_mean") for k in frozen) and len(frozen) > 20
+        for key in frozen:
+            torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, msg=f"{name}: {key} moved")
+        trained = [k for k in after if k.startswith("afe.") and after[k].is_floating_point()]
+        assert any(not torch.equal(after[k], before[k]) for k in trained), name
+
+    data["optim"]["frozen"] = ["vfe.", "no_such_part."]
+    with pytest.raises(TrainingError, match="optim.frozen: no parameter name starts with 'no_such_part.'"):
+        train(TrainConfig.model_validate(data), tmp_path / "bad", progress=False)
