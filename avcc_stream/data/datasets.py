@@ -482,3 +482,8 @@ class CombinedDataset:
     def count_of(self, sample_id: str) -> float:
         k, i = self._place[sample_id]
         return self.readers[k].count_of(self.readers[k].ids[i])
+
+    def origin(self, sample_id: str) -> tuple[int, str]:
+        """(index of the reader, that reader's own id) of a combined id."""
+        k, i = self._place[sample_id]
+        return k, self.readers[k].ids[i]

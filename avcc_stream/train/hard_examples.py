@@ -4,8 +4,13 @@ Why: with a few thousand optimizer steps per run, every training scene is seen a
 and most of them are already counted well (validation: the 25 worst of 300 images carry half of
 the absolute error; docs/results.md, session 24). Drawing scenes in proportion to how wrong a
 trained model is on them spends the steps where there is something left to learn. It is the
-classic importance-sampling form of online hard-example mining, done offline from a report of
-`avcc-stream evaluate --split train` so the weights are fixed, reproducible and inspectable.
+importance-sampling form of hard-example mining, done offline from a report of `avcc-stream
+evaluate --split train` so the weights are fixed, reproducible and inspectable.
+
+Measured once (docs/results.md, session 28; strength 1 on a CC-AV): the draws then hold far more
+people, the sound learns its count from them and got worse under low light and occlusion, and the
+regular setting did not gain. The option stays for other data and for a vision-only model, where
+no sound learns a prior from the draws.
 
 A sample's multiplier is 1 + strength * error / mean error, where error is |predicted - true| at
 the regular setting: every scene keeps at least its plain share (a scene counted exactly is
@@ -53,18 +58,12 @@ def report_errors(report_path: Path) -> tuple[Path, dict[str, float]]:
 
 def _source_ids(source: Any) -> list[tuple[int, str]]:
     """(reader index, the reader's own sample id) of every sample of a reader, a CombinedDataset
-    (ids "<k>:<id>" for k >= 1) or a Subset of either, in the training set's order."""
-    if isinstance(source, Subset):
-        ids = [source.dataset.ids[i] for i in source.indices]
-        combined = hasattr(source.dataset, "readers")
-    else:
-        ids = list(source.ids)
-        combined = hasattr(source, "readers")
-    places = []
-    for sample_id in ids:
-        head, sep, tail = sample_id.partition(":")
-        places.append((int(head), tail) if (combined and sep and head.isdigit()) else (0, sample_id))
-    return places
+    or a Subset of either, in the training set's order."""
+    reader = source.dataset if isinstance(source, Subset) else source
+    ids = [reader.ids[i] for i in source.indices] if isinstance(source, Subset) else list(reader.ids)
+    if hasattr(reader, "origin"):  # CombinedDataset
+        return [reader.origin(sample_id) for sample_id in ids]
+    return [(0, sample_id) for sample_id in ids]
 
 
 def hard_example_weights(

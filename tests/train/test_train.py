@@ -473,28 +473,39 @@ def test_hard_example_weights_come_from_an_evaluate_report_of_the_training_split
     from avcc_stream.train.trainer import build_datasets
     from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
 
+    from avcc_stream.data.synth.writer import write_dataset
+
+    fresh = tmp_path / "fresh"  # a second training folder, whose ids repeat the first's
+    write_dataset(fresh, count=4, seed=12, size=(256, 144), splits=(1.0, 0.0, 0.0), workers=1, max_people=30)
     (tmp_path / "ckpt").mkdir()
     checkpoint = make_random_checkpoint(tmp_path / "ckpt", "cc-av-lowres", seed=1, **SMALL_WIDTHS)
-    report_dir = tmp_path / "hard"
-    assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", str(tiny_dataset), "--split", "train",
-                 "--settings", "regular", "--occlusion-rates", "", "--worst", "0", "--out", str(report_dir),
-                 "--no-progress"]) == 0
-    report = json.loads((report_dir / "report.json").read_text())
-    (predicted,) = report["predictions"].values()
-    ids = open_dataset(tiny_dataset, "train").ids
-    errors = torch.tensor([abs(predicted["regular"][i] - report["true_counts"][i]) for i in ids], dtype=torch.float64)
+    errors = []
+    for folder in (tiny_dataset, fresh):
+        out = tmp_path / "hard" / folder.name
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", str(folder), "--split", "train",
+                     "--settings", "regular", "--occlusion-rates", "", "--worst", "0", "--out", str(out),
+                     "--no-progress"]) == 0
+        report = json.loads((out / "report.json").read_text())
+        (predicted,) = report["predictions"].values()
+        errors += [abs(predicted["regular"][i] - report["true_counts"][i]) for i in open_dataset(folder, "train").ids]
+    errors = torch.tensor(errors, dtype=torch.float64)
     assert errors.max() > errors.min()  # a random model miscounts some scenes more than others
 
     data = small_config_dict(tiny_dataset)
-    data["data"].update(hard_example_reports=str(report_dir / "report.json"), hard_example_weighting=2.0,
-                        count_weighting=0.5)
+    report_paths = [str(tmp_path / "hard" / folder.name / "report.json") for folder in (fresh, tiny_dataset)]
+    data["data"].update(hard_example_reports=report_paths, hard_example_weighting=2.0, count_weighting=0.5,
+                        extra_train_roots=str(fresh))
     cfg = TrainConfig.model_validate(data)
     _, _, weights = build_datasets(cfg, cfg.model_config_object())
-    counts = torch.tensor([s.count for s in open_dataset(tiny_dataset, "train")], dtype=torch.float64)
+    samples = [*open_dataset(tiny_dataset, "train"), *open_dataset(fresh, "train")]
+    counts = torch.tensor([s.count for s in samples], dtype=torch.float64)
     hardness = weights / (1 + counts).sqrt()
-    torch.testing.assert_close(hardness, 1 + 2.0 * errors / errors.mean())
+    torch.testing.assert_close(hardness, 1 + 2.0 * errors / errors.mean())  # each folder's scenes by its report
     assert hardness.mean().item() == pytest.approx(3.0)  # 1 + strength on average, at least 1 each
     assert int(hardness.argmax()) == int(errors.argmax())
+    data["data"]["extra_train_roots"] = []
+    report = json.loads(Path(report_paths[1]).read_text())
+    (predicted,) = report["predictions"].values()
 
     other = dict(report, dataset=str(tmp_path / "elsewhere"))
     (tmp_path / "other.json").write_text(json.dumps(other))
