@@ -9,8 +9,8 @@ evaluate --split train` so the weights are fixed, reproducible and inspectable.
 
 Measured once (docs/results.md, session 28; strength 1 on a CC-AV): the draws then hold far more
 people, the sound learns its count from them and got worse under low light and occlusion, and the
-regular setting did not gain. The option stays for other data and for a vision-only model, where
-no sound learns a prior from the draws.
+regular setting did not gain. It stays a tested option, off by default; whether a smaller
+strength, a vision-only model or other data gain from it is not measured.
 
 A sample's multiplier is 1 + strength * error / mean error, where error is |predicted - true| at
 the regular setting: every scene keeps at least its plain share (a scene counted exactly is
