@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,7 +253,7 @@ def count_errors(model: torch.nn.Module, loader: DataLoader, device: torch.devic
     return errors
 
 
-def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
+def freeze(model: torch.nn.Module, prefixes: Sequence[str]) -> None:
     """Stop the parameters under `prefixes` from training, and keep their modules in eval mode.
 
     requires_grad=False alone would still let batch norm move its running statistics and dropout
@@ -286,7 +286,7 @@ def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
 
 
 def parameter_groups(
-    model: torch.nn.Module, lr: float, multipliers: dict[str, float], frozen: list[str] = ()
+    model: torch.nn.Module, lr: float, multipliers: dict[str, float], frozen: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
     """Adam's parameter groups: the first at the base lr (the one logged), then one per multiplier.
 
