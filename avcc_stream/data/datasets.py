@@ -480,8 +480,8 @@ class CombinedDataset:
         return f"{type(self).__name__}({', '.join(map(repr, self.readers))})"
 
     def count_of(self, sample_id: str) -> float:
-        k, i = self._place[sample_id]
-        return self.readers[k].count_of(self.readers[k].ids[i])
+        k, own_id = self.origin(sample_id)
+        return self.readers[k].count_of(own_id)
 
     def origin(self, sample_id: str) -> tuple[int, str]:
         """(index of the reader, that reader's own id) of a combined id."""

@@ -56,11 +56,17 @@ def report_errors(report_path: Path) -> tuple[Path, dict[str, float]]:
     return dataset, {sample_id: abs(float(regular[sample_id]) - float(true)) for sample_id, true in truth.items()}
 
 
+def reader_and_ids(source: Any) -> tuple[Any, list[str]]:
+    """(the dataset reader, the ids of its samples in the training set's order) of a reader, a
+    CombinedDataset or a Subset of either (data.max_train_samples)."""
+    if isinstance(source, Subset):
+        return source.dataset, [source.dataset.ids[i] for i in source.indices]
+    return source, list(source.ids)
+
+
 def _source_ids(source: Any) -> list[tuple[int, str]]:
-    """(reader index, the reader's own sample id) of every sample of a reader, a CombinedDataset
-    or a Subset of either, in the training set's order."""
-    reader = source.dataset if isinstance(source, Subset) else source
-    ids = [reader.ids[i] for i in source.indices] if isinstance(source, Subset) else list(reader.ids)
+    """(reader index, the reader's own sample id) of every sample, in the training set's order."""
+    reader, ids = reader_and_ids(source)
     if hasattr(reader, "origin"):  # CombinedDataset
         return [reader.origin(sample_id) for sample_id in ids]
     return [(0, sample_id) for sample_id in ids]

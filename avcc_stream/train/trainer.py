@@ -43,7 +43,7 @@ from avcc_stream.data.training import DatasetKey, draw_parts
 from avcc_stream.precision import autocast, cpu_has_bf16
 from avcc_stream.train.config import TrainConfig
 from avcc_stream.train.distributed import DistContext, init_distributed, shutdown_distributed
-from avcc_stream.train.hard_examples import hard_example_weights
+from avcc_stream.train.hard_examples import hard_example_weights, reader_and_ids
 from avcc_stream.train.history import EPOCH_FIELDS, LOSS_TERMS, STEP_FIELDS, VAL_FIELDS, append_row, plot_history
 from avcc_stream.train.metrics import CountErrors
 
@@ -125,10 +125,7 @@ def count_weights(source: Any, exponent: float) -> torch.Tensor | None:
     """(1 + count) ** exponent per sample of `source` (a dataset reader or a Subset of one); None for 0."""
     if exponent == 0:
         return None
-    if isinstance(source, Subset):
-        reader, ids = source.dataset, [source.dataset.ids[i] for i in source.indices]
-    else:
-        reader, ids = source, source.ids
+    reader, ids = reader_and_ids(source)
     counts = torch.tensor([reader.count_of(sample_id) for sample_id in ids], dtype=torch.float64)
     return (1.0 + counts) ** exponent
 
