@@ -32,6 +32,11 @@ class ModelSettings(StrictModel):
         title="Mixed precision: float16 autocast on CUDA, bfloat16 on a CPU with bf16 instructions "
         "(AVX512-BF16, AMX); float32 elsewhere",
     )
+    flip_average: bool = Field(
+        default=False,
+        title="Count each frame and its mirror image and average the two (test-time flip averaging): "
+        "a little more accurate, twice the model's cost per window",
+    )
 
     @field_validator("checkpoint", "fallback_checkpoint")
     @classmethod

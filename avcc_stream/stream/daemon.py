@@ -384,7 +384,8 @@ class Daemon:
         log.info("daemon_started", cameras=[s.name for s in self.specs], devices=[m.device for m in self.models],
                  precision=[precision_name(inference_dtype(m.device, self.amp)) for m in self.models],
                  model=self.models[0].primary.name, fallback=self.vision_model_name,
-                 outputs=[p.name for p in self.publishers], max_batch=self.infer_config.max_batch)
+                 outputs=[p.name for p in self.publishers], max_batch=self.infer_config.max_batch,
+                 flip_average=self.infer_config.flip_average)
         self.started.set()
         await self._stop_event.wait()
         await self._shutdown(self._camera_tasks, publish_task)
@@ -639,6 +640,7 @@ def daemon_from_config(app: Any, publishers: Sequence[Publisher], *, metrics: An
         max_wait_s=app.inference.max_wait_ms / 1000.0,
         workers=app.inference.workers,
         queue_per_camera=app.inference.queue_per_camera,
+        flip_average=app.model.flip_average,
     )
     return Daemon(
         camera_specs(app), models, publishers, infer=infer, amp=app.model.amp,

@@ -39,6 +39,7 @@ class InferConfig:
     max_wait_s: float = 0.05
     workers: int = 1
     queue_per_camera: int = 4
+    flip_average: bool = False  # count each frame and its mirror image, average them (2 passes)
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.workers < 1 or self.queue_per_camera < 1 or self.max_wait_s < 0:
@@ -332,6 +333,7 @@ class InferencePool:
         """One forward pass over `batch` (all routed to `model`)."""
         import torch
 
+        from avcc_stream.model.flip import flip_averaged
         from avcc_stream.precision import autocast, inference_dtype
         from avcc_stream.preprocess import prepare_image
 
@@ -346,7 +348,7 @@ class InferencePool:
             ]
             audio = torch.stack(waves).to(model.device)
         with torch.inference_mode(), autocast(model.device, inference_dtype(model.device, self.amp)):
-            out = model.module(images, audio)
+            out = flip_averaged(model.module, images, audio) if self.config.flip_average else model.module(images, audio)
         counts = out.count.float().cpu().numpy()
         patch_counts = out.patch_counts.float().cpu().numpy()
         pir = out.pir.float().cpu().numpy() if out.pir is not None else None

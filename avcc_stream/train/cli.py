@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "lowlight25, lowlight50 (default: all six)")
     ev.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                     help="fp32, or autocast to bf16/fp16: what a deployment with model.amp counts (default fp32)")
+    ev.add_argument("--flip-average", action="store_true",
+                    help="count each frame and its mirror image and average them (two passes per frame; "
+                    "what a deployment with model.flip_average counts)")
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=run_evaluate)
 

@@ -121,13 +121,15 @@ def evaluate_setting(
     device: torch.device,
     progress: bool = False,
     dtype: torch.dtype | None = None,
+    flip_average: bool = False,
 ) -> dict[str, SettingResult]:
     """Count every sample of `source` under one degradation setting with every checkpoint
-    (under autocast to `dtype`, if given)."""
+    (under autocast to `dtype`, if given; averaged with the mirrored frame if `flip_average`)."""
     from tqdm import tqdm
 
     from avcc_stream.data.degrade import setting
     from avcc_stream.data.training import CrowdTrainingDataset
+    from avcc_stream.model.flip import flip_averaged
 
     degradation = setting(setting_name)
     results = {c.label: SettingResult() for c in candidates}
@@ -138,8 +140,9 @@ def evaluate_setting(
             images = batch["image"].to(device)
             audio = batch["audio"].to(device)
             for cand in group:
+                sound = audio if cand.config.uses_audio else None
                 with autocast(device, dtype):
-                    out = cand.model(images, audio if cand.config.uses_audio else None)
+                    out = flip_averaged(cand.model, images, sound) if flip_average else cand.model(images, sound)
                 result = results[cand.label]
                 result.errors.update(out.count, batch["count"])
                 if out.picture_count is not None:
@@ -167,6 +170,7 @@ class Evaluation:
     true_counts: dict[str, float]
     columns: list[tuple[str, str]]
     seconds: float = 0.0
+    flip_average: bool = False  # every count is the mean of the frame's and its mirror image's
 
     def average(self, label: str) -> tuple[float, float]:
         """Mean of the columns' MAE and of their RMSE (Table 1's 'Average', with all six)."""
@@ -210,6 +214,7 @@ def run_evaluation(
     batch_size: int = 16,
     device: torch.device | None = None,
     progress: bool = False,
+    flip_average: bool = False,
 ) -> Evaluation:
     import time
 
@@ -230,17 +235,17 @@ def run_evaluation(
     started = time.monotonic()
     table = {}
     for name, _title in columns:
-        table[name] = evaluate_setting(candidates, source, name, seed, batch_size, device, progress, dtype)
+        table[name] = evaluate_setting(candidates, source, name, seed, batch_size, device, progress, dtype, flip_average)
     curve = {}
     for rate in occlusion_rates:
         curve[float(rate)] = evaluate_setting(
-            candidates, curve_source, occlusion(rate).name, seed, batch_size, device, progress, dtype
+            candidates, curve_source, occlusion(rate).name, seed, batch_size, device, progress, dtype, flip_average
         )
     true_counts = {source[i].id: float(source[i].count) for i in range(len(source))}
     return Evaluation(
         dataset=str(dataset_root), split=split, samples=len(source), curve_samples=len(curve_source), seed=seed,
         low_light_mode=low_light_mode, precision=precision, candidates=candidates, table=table, curve=curve,
-        true_counts=true_counts, columns=columns, seconds=time.monotonic() - started,
+        true_counts=true_counts, columns=columns, seconds=time.monotonic() - started, flip_average=flip_average,
     )
 
 
@@ -256,7 +261,7 @@ def evaluate_command(args: Any, rates: list[float]) -> None:
         candidates, args.dataset, args.split, seed=args.seed, occlusion_rates=rates, limit=args.limit,
         curve_limit=args.curve_limit, low_light_mode=args.low_light_mode, settings=settings,
         precision=args.precision, batch_size=args.batch_size,
-        device=device, progress=not args.no_progress,
+        device=device, progress=not args.no_progress, flip_average=args.flip_average,
     )
     paths = write_report(evaluation, args.out, worst=args.worst, device=device)
     print(paths["markdown"].read_text())
@@ -314,6 +319,7 @@ def json_payload(evaluation: Evaluation) -> dict[str, Any]:
         "seed": evaluation.seed,
         "low_light_mode": evaluation.low_light_mode,
         "precision": evaluation.precision,
+        "flip_average": evaluation.flip_average,
         "columns": [{"setting": name, "title": title} for name, title in evaluation.columns],
         "checkpoints": [candidate_summary(c) for c in evaluation.candidates],
         "table": table,

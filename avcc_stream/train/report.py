@@ -30,7 +30,9 @@ def markdown_report(evaluation: Evaluation) -> str:
         "",
         f"{evaluation.samples} images, mean count {sum(counts) / len(counts):.2f}; degradation seed "
         f"{evaluation.seed} (every checkpoint sees the same corrupted image). Low-light mode: {mode}.",
-        f"Precision: {precision_text(evaluation.precision)}.",
+        f"Precision: {precision_text(evaluation.precision)}."
+        + (" Every count is the mean of the frame's and its mirror image's (--flip-average)."
+           if evaluation.flip_average else ""),
         "",
         "MAE / RMSE (people per image; lower is better):",
         "",
@@ -150,6 +152,7 @@ def plot_worst_images(evaluation: Evaluation, out_dir: Path, k: int, device: tor
 
     from avcc_stream.data.datasets import open_dataset
     from avcc_stream.data.training import CrowdTrainingDataset
+    from avcc_stream.model.flip import flip_averaged
     from avcc_stream.model.overlay import density_overlay
 
     reader = open_dataset(evaluation.dataset, evaluation.split)
@@ -165,7 +168,10 @@ def plot_worst_images(evaluation: Evaluation, out_dir: Path, k: int, device: tor
         for row, sample_id in enumerate(ids):
             item = dataset[index[sample_id]]
             sample = reader[index[sample_id]]
-            out = cand.model(item["image"][None].to(device), item["audio"][None].to(device) if cand.config.uses_audio else None)
+            image = item["image"][None].to(device)
+            audio = item["audio"][None].to(device) if cand.config.uses_audio else None
+            # the count the table holds for this image: the same passes
+            out = flip_averaged(cand.model, image, audio) if evaluation.flip_average else cand.model(image, audio)
             axes[row, 0].imshow(density_overlay(sample.image, item["density"]))
             axes[row, 0].set_title(f"{sample_id}: true {float(item['count']):.0f}", fontsize=9)
             axes[row, 1].imshow(density_overlay(sample.image, out.density[0]))

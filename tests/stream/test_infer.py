@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -81,6 +82,28 @@ def test_without_a_fallback_the_primary_counts_silence_and_says_audio_false(chec
     assert pool.stop(timeout=60)
     [result] = collected.results
     assert result.audio is False and result.model.startswith("cc-av-lowres")
+
+
+def test_flip_average_counts_the_mean_of_the_frame_and_its_mirror_image(checkpoints: tuple[Path, Path]) -> None:
+    """model.flip_average: each window's count is the mean of the frame's and of the mirrored
+    frame's, and its patch counts still sum to it and say which side of the scene holds whom."""
+    av, v = checkpoints
+    models = load_models(str(av), str(v), ["cpu"])
+    plain = window("gate", 0, size=(128, 72))  # the model's input size: no resampling to blur the mirror
+    mirror = dataclasses.replace(plain, frame=np.ascontiguousarray(plain.frame[:, ::-1]))
+
+    def counted(flip_average: bool, *windows: AudioVisualWindow) -> list[CountResult]:
+        pool = InferencePool(models, InferConfig(max_wait_s=0.0, flip_average=flip_average), lambda _r: None)
+        return pool.count(models[0].primary, list(windows))
+
+    plain_result, mirror_result = counted(False, plain, mirror)
+    [averaged] = counted(True, plain)
+    [averaged_of_mirror] = counted(True, mirror)
+    assert averaged.count == pytest.approx((plain_result.count + mirror_result.count) / 2, rel=1e-4)
+    assert abs(plain_result.count - mirror_result.count) > 1e-6  # so the average is not the plain count
+    assert averaged.patch_counts.sum() == pytest.approx(averaged.count, rel=1e-4)
+    np.testing.assert_allclose(averaged.patch_counts, averaged_of_mirror.patch_counts[:, ::-1], rtol=1e-4, atol=1e-6)
+    assert averaged.pir is not None and averaged.pir.sum() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_overload_drops_the_oldest_windows_per_camera_and_counts_them(checkpoints: tuple[Path, Path]) -> None:

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from avcc_stream.cli import main
-from avcc_stream.train.evaluate import TABLE_COLUMNS, load_candidates, run_evaluation
+from avcc_stream.data.datasets import open_dataset
+from avcc_stream.train.evaluate import TABLE_COLUMNS, evaluate_setting, load_candidates, run_evaluation
 from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint
 
 
@@ -82,8 +84,6 @@ def test_bad_occlusion_rates_and_missing_checkpoint(tiny_dataset: Path, capsys: 
 def test_report_says_how_much_of_a_fill_models_count_the_picture_supplies(
     tiny_dataset: Path, checkpoints: list[Path], tmp_path: Path
 ) -> None:
-    import torch
-
     from avcc_stream.model import ModelConfig, build_model
     from avcc_stream.model.checkpoint import save_checkpoint
     from avcc_stream.train.report import markdown_report
@@ -148,3 +148,38 @@ def test_evaluate_on_chosen_settings_in_bf16(tiny_dataset: Path, checkpoints: li
     assert main(["evaluate", "--checkpoint", str(checkpoints[0]), "--dataset", str(tiny_dataset),
                  "--settings", "noise25"]) == 2
     assert "must include regular" in capsys.readouterr().err
+
+
+
+def test_flip_average_counts_the_mean_of_a_frame_and_its_mirror_image(tiny_dataset: Path, checkpoints: list[Path],
+                                                                        tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--flip-average: every count is the mean of the plain pass and the mirrored one, and the
+    report says so."""
+    cpu = torch.device("cpu")
+    candidates = load_candidates([str(checkpoints[0])], cpu)
+    source = open_dataset(tiny_dataset, "test")
+    label, model = candidates[0].label, candidates[0].model
+
+    def counts(flip_average: bool = False) -> dict[str, float]:
+        return evaluate_setting(candidates, source, "regular", 0, 4, cpu, flip_average=flip_average)[label].predictions
+
+    plain, averaged = counts(), counts(flip_average=True)
+    plain_forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda images, audio: plain_forward(images.flip(-1), audio))
+    mirrored = counts()
+    monkeypatch.undo()
+    assert set(averaged) == set(plain) and len(plain) == len(source)
+    for sample_id, count in averaged.items():
+        assert count == pytest.approx((plain[sample_id] + mirrored[sample_id]) / 2, rel=1e-4, abs=1e-5)
+    assert any(abs(averaged[i] - plain[i]) > 1e-6 for i in plain)
+
+    out = tmp_path / "flip"
+    assert main(["evaluate", "--checkpoint", str(checkpoints[0]), "--dataset", str(tiny_dataset), "--out", str(out),
+                 "--occlusion-rates", "", "--settings", "regular", "--worst", "1", "--flip-average",
+                 "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["flip_average"] is True
+    assert "mirror image's (--flip-average)" in (out / "report.md").read_text()
+    assert report["table"][label]["regular"]["mae"] == pytest.approx(
+        sum(abs(averaged[i] - report["true_counts"][i]) for i in averaged) / len(averaged), abs=1e-3)

@@ -1,0 +1,67 @@
+"""Horizontal-flip averaging: count a frame and its mirror image and average the two readings.
+
+A crowd counted in a mirror holds the same people, so the two passes see one scene twice with
+different errors (the network is not exactly mirror-symmetric). Averaging them is the usual
+test-time augmentation of crowd counting; it costs a second forward pass per frame, which is why
+the daemon and `avcc-stream evaluate` do it only when asked. The two passes run as one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from avcc_stream.model.output import ModelOutput
+
+
+def _mean(plain: torch.Tensor | None, mirrored: torch.Tensor | None) -> torch.Tensor | None:
+    return None if plain is None or mirrored is None else (plain + mirrored) / 2
+
+
+def _unmirror_patches(values: torch.Tensor | None, grid: tuple[int, int]) -> torch.Tensor | None:
+    """B x P per-patch values of the mirrored frame, put back in the plain frame's patch order."""
+    if values is None:
+        return None
+    batch = values.shape[0]
+    return values.reshape(batch, *grid).flip(-1).reshape(batch, -1)
+
+
+def flip_averaged(forward: Callable[[torch.Tensor, torch.Tensor | None], ModelOutput],
+                  images: torch.Tensor, audio: torch.Tensor | None) -> ModelOutput:
+    """`forward(images, audio)` averaged with the pass over the mirrored images.
+
+    Every spatial output (density, patch counts, PIR, PCE, attention) of the mirrored pass is
+    mirrored back before averaging, so a patch keeps meaning the same part of the scene. The audio
+    is the same for both passes (a mirror does not change what is heard).
+    """
+    batch = images.shape[0]
+    both = forward(torch.cat([images, images.flip(-1)]),
+                   None if audio is None else torch.cat([audio, audio]))
+    grid = tuple(both.patch_counts.shape[-2:])
+
+    def halves(values: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return (None, None) if values is None else (values[:batch], values[batch:])
+
+    def patches(values: torch.Tensor | None) -> torch.Tensor | None:
+        plain, mirrored = halves(values)
+        return _mean(plain, _unmirror_patches(mirrored, grid))
+
+    def scalars(values: torch.Tensor | None) -> torch.Tensor | None:
+        return _mean(*halves(values))
+
+    density, mirrored_density = halves(both.density)
+    patch_counts, mirrored_patch_counts = halves(both.patch_counts)
+    return replace(
+        both,
+        density=(density + mirrored_density.flip(-1)) / 2,
+        count=scalars(both.count),
+        patch_counts=(patch_counts + mirrored_patch_counts.flip(-1)) / 2,
+        pir=patches(both.pir),
+        pce=patches(both.pce),
+        attention=patches(both.attention),
+        pir_logits=patches(both.pir_logits),
+        picture_count=scalars(both.picture_count),
+        sound_count=scalars(both.sound_count),
+    )
