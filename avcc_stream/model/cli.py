@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     infer.add_argument("--overlay", type=Path, help="density overlay PNG (default: next to the input, *.density.png)")
     infer.add_argument("--top", type=int, default=3, help="number of hotspots to print (default 3)")
     infer.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    infer.add_argument("--flip-average", action="store_true",
+                       help="count the frame and its mirror image and average them (as model.flip_average does)")
     infer.set_defaults(func=run_infer)
 
     info = subparsers.add_parser(
@@ -57,6 +59,7 @@ def run_infer(args: argparse.Namespace) -> int:
     from avcc_stream.model.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
     from avcc_stream.model.hotspots import top_hotspots
     from avcc_stream.model.media import MediaError, read_audio, read_image, read_video_moment
+    from avcc_stream.model.flip import flip_averaged
     from avcc_stream.model.overlay import density_overlay
     from avcc_stream.preprocess import prepare_audio, prepare_image
 
@@ -94,7 +97,7 @@ def run_infer(args: argparse.Namespace) -> int:
     images = prepare_image(rgb, cfg.input_size).unsqueeze(0)
     audio = prepare_audio(clip.samples, clip.sample_rate).unsqueeze(0) if clip is not None else None
     with torch.no_grad():
-        output = loaded.model(images, audio)
+        output = flip_averaged(loaded.model, images, audio) if args.flip_average else loaded.model(images, audio)
     height, width = rgb.shape[:2]
     spots = top_hotspots(output, cfg, (width, height), top=args.top)
     overlay_path = args.overlay or _default_overlay_path(args)
@@ -107,7 +110,7 @@ def run_infer(args: argparse.Namespace) -> int:
             "source": source, "model": cfg.name, "count": round(count, 3),
             "hotspots": [{"row": s.row, "col": s.col, "share": round(s.share, 4), "count": round(s.count, 3),
                           "box": list(s.box), "source": s.source} for s in spots],
-            "overlay": str(overlay_path), "notes": notes,
+            "overlay": str(overlay_path), "notes": notes, "flip_average": bool(args.flip_average),
         }))  # fmt: skip
         return 0
     for note in notes:

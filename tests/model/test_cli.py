@@ -86,6 +86,27 @@ def test_infer_video_moment_as_json(media, capsys, tmp_path):
     assert out.is_file()
 
 
+def test_infer_with_flip_average_counts_the_mean_of_the_frame_and_its_mirror_image(media, capsys, monkeypatch):
+    import avcc_stream.model.flip as flip
+
+    folder = media["folder"]
+    image = np.asarray(Image.open(folder / "scene.png"))
+    Image.fromarray(np.ascontiguousarray(image[:, ::-1])).save(folder / "mirror.png")
+    passes = []  # the batch size of each flip-averaged call
+    real = flip.flip_averaged
+    monkeypatch.setattr(flip, "flip_averaged",
+                        lambda model, images, audio: passes.append(images.shape[0]) or real(model, images, audio))
+
+    def count(name: str, *extra: str) -> dict:
+        assert main(["infer", "--checkpoint", str(media["cc-v"]), "--image", str(folder / name), "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    plain, mirrored, averaged = count("scene.png"), count("mirror.png"), count("scene.png", "--flip-average")
+    assert passes == [1]  # only the --flip-average call averaged
+    assert plain["flip_average"] is False and averaged["flip_average"] is True
+    assert averaged["count"] == pytest.approx((plain["count"] + mirrored["count"]) / 2, abs=2e-3)
+
+
 def test_video_moment_is_the_nearest_frame_and_a_second_of_sound_centred_on_it(media):
     moment = read_video_moment(media["folder"] / "clip.mp4", 1.52)
     assert moment.frame_time == pytest.approx(1.5)
