@@ -1,4 +1,4 @@
-"""`avcc-stream` subcommands of the model area: `infer` and `model-info`."""
+"""`avcc-stream` subcommands of the model area: `infer`, `model-info` and `average-checkpoints`."""
 
 from __future__ import annotations
 
@@ -44,6 +44,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threads", type=int, help="torch CPU threads (default: torch's choice); 1 is the stable choice on a busy machine"
     )
     info.set_defaults(func=run_model_info)
+
+    average = subparsers.add_parser(
+        "average-checkpoints",
+        help="write one checkpoint whose weights are the (weighted) mean of several of one model",
+        description="Weight averaging ('model soup') of checkpoints of one lineage, e.g. a fine-tuned run and the "
+        "file it started from. Refuses checkpoints of different model configs; records the sources, their "
+        "digests and weights in the new file's provenance. Evaluate the result before using it.",
+    )
+    average.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="checkpoint files or builtin:NAME (two or more)")
+    average.add_argument("--out", type=Path, required=True, help="the averaged checkpoint to write")
+    average.add_argument("--weights", help="comma-separated positive weights, one per checkpoint (default: equal)")
+    average.add_argument("--storage", choices=("float32", "float16", "bfloat16"), default="float32",
+                         help="how the floating-point tensors are stored (float16: half size, as the shipped files)")
+    average.set_defaults(func=run_average_checkpoints)
 
 
 def _default_overlay_path(args: argparse.Namespace) -> Path:
@@ -168,4 +182,25 @@ def run_model_info(args: argparse.Namespace) -> int:
             )
             ratios = f"{cost.parameters / reference.parameters:8.3f} {cost.gflops / reference.gflops:8.3f} {time_ratio}"
         print(f"{preset:20s} {size:>9s} {cost.parameters / 1e6:8.2f}M {cost.gflops:8.2f} {millis}   {ratios}")
+    return 0
+
+
+def run_average_checkpoints(args: argparse.Namespace) -> int:
+    import torch
+
+    from avcc_stream.cli import CommandError
+    from avcc_stream.model.average import write_average
+    from avcc_stream.model.checkpoint import CheckpointError
+
+    try:
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    except ValueError:
+        raise CommandError(f"--weights must be comma-separated numbers, got {args.weights!r}") from None
+    storage = None if args.storage == "float32" else getattr(torch, args.storage)
+    try:
+        path = write_average(args.checkpoints, args.out, weights, storage_dtype=storage)
+    except (CheckpointError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    shares = ", ".join(f"{spec} x {w:g}" for spec, w in zip(args.checkpoints, weights or [1] * len(args.checkpoints), strict=True))
+    print(f"wrote {path}: the weighted mean of {shares} (weights normalised to sum to 1)")
     return 0
