@@ -71,9 +71,9 @@ def run_infer(args: argparse.Namespace) -> int:
 
     from avcc_stream.cli import CommandError
     from avcc_stream.model.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from avcc_stream.model.flip import flip_averaged
     from avcc_stream.model.hotspots import top_hotspots
     from avcc_stream.model.media import MediaError, read_audio, read_image, read_video_moment
-    from avcc_stream.model.flip import flip_averaged
     from avcc_stream.model.overlay import density_overlay
     from avcc_stream.preprocess import prepare_audio, prepare_image
 
