@@ -23,6 +23,21 @@ from avcc_stream.model.checkpoint import (
 from .helpers import make_random_checkpoint, random_batch
 
 
+def test_a_saved_checkpoint_has_the_mode_the_umask_gives_new_files(tmp_path):
+    """Not mkstemp's private 0600: the service user must be able to read a file an operator trained."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        path = make_random_checkpoint(tmp_path, "cc-v-lowres")
+        os.umask(0o077)
+        private = make_random_checkpoint(tmp_path / "private", "cc-v-lowres")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert private.stat().st_mode & 0o777 == 0o600
+
+
 @pytest.mark.parametrize("preset", ["cc-av-lowres", "cc-v-lowres", "audiocsrnet-lowres"])
 def test_round_trip_is_exact(tmp_path, preset):
     path = make_random_checkpoint(tmp_path, preset)
