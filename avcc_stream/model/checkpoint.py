@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,24 +107,19 @@ def save_checkpoint(
     data = save(tensors, metadata={HEADER_KEY: header_json})
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write next to the target and rename, so a crash never leaves a half-written checkpoint.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # Not mkstemp, whose file is private (0600): created with 0666, the kernel applies the umask as
+    # for any new file, so a service running as another user (deploy/avcc-stream.service) can read
+    # a checkpoint an operator trained.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        # mkstemp makes the file private (0600); a checkpoint gets the mode any new file would, so
-        # a service running as another user (deploy/avcc-stream.service) can read what an operator trained.
-        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
-    os.umask(mask)
-    return mask
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -44,24 +44,28 @@ def flip_averaged(forward: Callable[[torch.Tensor, torch.Tensor | None], ModelOu
     def halves(values: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return (None, None) if values is None else (values[:batch], values[batch:])
 
-    def patches(values: torch.Tensor | None) -> torch.Tensor | None:
+    def maps(values: torch.Tensor) -> torch.Tensor:  # ... x h x w, mirrored along the last axis
+        plain, mirrored = halves(values)
+        return (plain + mirrored.flip(-1)) / 2
+
+    def patches(values: torch.Tensor | None) -> torch.Tensor | None:  # B x P, row-major over the grid
         plain, mirrored = halves(values)
         return _mean(plain, _unmirror_patches(mirrored, grid))
 
     def scalars(values: torch.Tensor | None) -> torch.Tensor | None:
         return _mean(*halves(values))
 
-    density, mirrored_density = halves(both.density)
-    patch_counts, mirrored_patch_counts = halves(both.patch_counts)
+    pir = patches(both.pir)
     return replace(
         both,
-        density=(density + mirrored_density.flip(-1)) / 2,
+        density=maps(both.density),
         count=scalars(both.count),
-        patch_counts=(patch_counts + mirrored_patch_counts.flip(-1)) / 2,
-        pir=patches(both.pir),
+        patch_counts=maps(both.patch_counts),
+        pir=pir,
         pce=patches(both.pce),
         attention=patches(both.attention),
-        pir_logits=patches(both.pir_logits),
+        # logits whose softmax is the averaged PIR (a mean of the two logit vectors would not be)
+        pir_logits=None if pir is None or both.pir_logits is None else pir.log(),
         picture_count=scalars(both.picture_count),
         sound_count=scalars(both.sound_count),
     )

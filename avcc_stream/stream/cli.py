@@ -115,7 +115,7 @@ def _probe(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot load the model: {exc}") from None
     results = asyncio.run(probe_cameras([camera_spec(name, cameras[name]) for name in wanted], args.seconds))
     if models is not None:
-        count_last_windows(results, models, app.model.amp)
+        count_last_windows(results, models, app.model.amp, app.model.flip_average)
     for result in results:
         if args.json:
             print(json.dumps(result.as_dict(), default=str))

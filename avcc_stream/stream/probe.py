@@ -129,11 +129,13 @@ def tally(result: ProbeResult, windows: Sequence[Any]) -> None:
         result.last_window = windows[-1]
 
 
-def count_last_windows(results: Sequence[ProbeResult], models: Sequence[Any], amp: bool) -> None:
-    """Count each camera's newest window with the daemon's routing and precision."""
+def count_last_windows(results: Sequence[ProbeResult], models: Sequence[Any], amp: bool,
+                       flip_average: bool = False) -> None:
+    """Count each camera's newest window with the daemon's routing, precision and flip averaging."""
     from avcc_stream.stream.infer import InferConfig, InferencePool
 
-    pool = InferencePool(models, InferConfig(), on_result=lambda _result: None, amp=amp)  # never started
+    pool = InferencePool(models, InferConfig(flip_average=flip_average), on_result=lambda _result: None,
+                         amp=amp)  # never started
     device_models = models[0]
     for result in results:
         if result.last_window is not None:

@@ -34,7 +34,8 @@ def test_an_equivariant_network_is_left_unchanged():
     audio = torch.randn(2, 100)
     plain = mirror_equivariant(images, audio)
     averaged = flip_averaged(mirror_equivariant, images, audio)
-    for name in ("density", "count", "patch_counts", "pir", "pce", "attention", "picture_count", "sound_count"):
+    for name in ("density", "count", "patch_counts", "pir", "pce", "attention", "pir_logits", "picture_count",
+                 "sound_count"):
         assert torch.allclose(getattr(averaged, name), getattr(plain, name), atol=1e-6), name
     # The left-edge crowd stayed on the left (a missing un-mirroring would split it across both edges).
     assert float(averaged.patch_counts[0, :, -1].sum()) == 0.0
@@ -61,3 +62,4 @@ def test_a_real_network_counts_a_scene_and_its_mirror_image_the_same(preset):
         assert torch.allclose(averaged.pir.sum(dim=1), torch.ones(2), atol=1e-5)
         mirrored_pir = of_mirror.pir.reshape(2, *cfg.grid).flip(-1).reshape(2, -1)
         assert torch.allclose(averaged.pir, mirrored_pir, atol=1e-6)
+        assert torch.allclose(averaged.pir_logits.softmax(dim=1), averaged.pir, atol=1e-6)
