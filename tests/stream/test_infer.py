@@ -106,6 +106,31 @@ def test_flip_average_counts_the_mean_of_the_frame_and_its_mirror_image(checkpoi
     assert averaged.pir is not None and averaged.pir.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_probe_count_flip_averages_when_the_config_asks(checkpoints: tuple[Path, Path]) -> None:
+    """`avcc-stream probe --count` counts a camera's newest window as the daemon would, with
+    model.flip_average passed through: the flip-averaged count, not the plain one."""
+    from avcc_stream.stream.probe import ProbeResult, count_last_windows
+
+    av, v = checkpoints
+    models = load_models(str(av), str(v), ["cpu"])
+    newest = window("gate", 3, size=(128, 72))
+
+    class Newest:  # stands in for the aligner's window: the probe only asks it to materialize
+        def materialize(self) -> AudioVisualWindow:
+            return newest
+
+    def probed(flip_average: bool) -> float:
+        result = ProbeResult(camera="gate", source="rtsp://127.0.0.1/gate", last_window=Newest())
+        count_last_windows([result], models, amp=False, flip_average=flip_average)
+        assert result.count is not None
+        return result.count.count
+
+    pool = InferencePool(models, InferConfig(max_wait_s=0.0, flip_average=True), lambda _r: None, amp=False)
+    [daemon_count] = pool.count(models[0].primary, [newest])
+    assert probed(True) == pytest.approx(daemon_count.count, rel=1e-5)
+    assert abs(probed(True) - probed(False)) > 1e-6  # so the option reached the model
+
+
 def test_overload_drops_the_oldest_windows_per_camera_and_counts_them(checkpoints: tuple[Path, Path]) -> None:
     av, v = checkpoints
     collected = Collector()
