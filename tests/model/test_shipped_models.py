@@ -48,7 +48,7 @@ def fresh_scenes() -> Callable[[tuple[int, int]], list]:
     (SHIPPED_AUDIO_VISUAL, None, 0.6),
     (SHIPPED_VISION_ONLY, None, 0.6),
     # A 4:3 camera: its frames are stretched to the model's 16:9 input, as the daemon does
-    # (r 0.948 measured for session 30's CC-AV, against 0.971 for the same scenes rendered at 16:9).
+    # (r 0.947 measured for session 30's CC-AV, against 0.971 for the same scenes rendered at 16:9).
     (SHIPPED_AUDIO_VISUAL, (640, 480), 0.6),
 ])
 def test_a_shipped_model_counts_fresh_scenes_in_the_right_order(spec, camera_size, min_correlation, fresh_scenes):
