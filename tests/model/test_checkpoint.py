@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -25,8 +26,6 @@ from .helpers import make_random_checkpoint, random_batch
 
 def test_a_saved_checkpoint_has_the_mode_the_umask_gives_new_files(tmp_path):
     """Not mkstemp's private 0600: the service user must be able to read a file an operator trained."""
-    import os
-
     previous = os.umask(0o022)
     try:
         path = make_random_checkpoint(tmp_path, "cc-v-lowres")
