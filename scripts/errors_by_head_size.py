@@ -1,0 +1,79 @@
+"""Where a checkpoint's count goes missing on a synthetic dataset: its regular-setting errors set
+against how tall the annotated heads are in pixels (an analysis, not a test).
+
+    .venv/bin/python scripts/errors_by_head_size.py data/eval-31/val-cc-av-avg/report.json \
+        [--dataset data/synth-1024] [--tiny-px 2]
+
+The report is an `avcc-stream evaluate` report.json of one checkpoint on a dataset written by
+`avcc-stream synth`, whose meta/<id>.json holds the camera. A head centre at image row y stands at
+depth Z = f (elevation - 1.59 m) / (y - horizon) (the generator's head centre is 0.935 of a 1.7 m
+person up), and the generator draws a head 0.128 of the person's height: about 0.218 f / Z pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+HEAD_CENTRE_M = 0.935 * 1.7  # avcc_stream/data/synth/people.py: head_points
+HEAD_HEIGHT_M = 0.128 * 1.7  # draw_person: head_ry = 0.064 h
+
+
+def head_heights_px(meta: dict, points: np.ndarray) -> np.ndarray:
+    """Approximate height in pixels of each annotated head (points: (n, 2) x, y)."""
+    camera = meta["scene"]["camera"]
+    drop = max(camera["elevation_m"] - HEAD_CENTRE_M, 0.3)  # a camera below head height: clamp
+    depth = camera["focal"] * drop / np.maximum(points[:, 1] - camera["horizon"], 1.0)
+    return HEAD_HEIGHT_M * camera["focal"] / depth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path, help="report.json of `avcc-stream evaluate` (one checkpoint)")
+    parser.add_argument("--dataset", type=Path, default=Path("data/synth-1024"), help="the synth dataset it ran on")
+    parser.add_argument("--tiny-px", type=float, default=2.0, help="a head shorter than this counts as tiny")
+    args = parser.parse_args()
+
+    report = json.loads(args.report.read_text())
+    label = next(iter(report["table"]))
+    predicted = report["predictions"][label]["regular"]
+    rows = []
+    for sample_id, true in report["true_counts"].items():
+        meta = json.loads((args.dataset / "meta" / f"{sample_id}.json").read_text())
+        points = np.asarray(json.loads((args.dataset / "points" / f"{sample_id}.json").read_text()), float).reshape(-1, 2)
+        heights = head_heights_px(meta, points)
+        rows.append({"id": sample_id, "true": true, "error": predicted[sample_id] - true,
+                     "median_px": float(np.median(heights)) if len(heights) else float("nan"),
+                     "tiny": int((heights < args.tiny_px).sum()), "heads": len(heights),
+                     "elevation_m": meta["scene"]["camera"]["elevation_m"]})
+
+    errors = np.array([r["error"] for r in rows])
+    print(f"{args.report}: {label}, {len(rows)} images, regular MAE {np.abs(errors).mean():.2f}")
+    heads, tiny = sum(r["heads"] for r in rows), sum(r["tiny"] for r in rows)
+    print(f"heads under {args.tiny_px:g} px: {tiny} of {heads} ({tiny / max(heads, 1):.1%})")
+    crowded_tiny = [r for r in rows if r["tiny"] >= 20]
+    lost = sum(r["error"] for r in crowded_tiny)
+    print(f"images with >= 20 of them: {len(crowded_tiny)}, holding {sum(r['tiny'] for r in crowded_tiny)}; "
+          f"their summed error {lost:+.1f} ({abs(lost) / np.abs(errors).sum():.0%} of the summed absolute error)")
+
+    for low, high in ((100, 200), (200, 500)):
+        group = [r for r in rows if low <= r["true"] < high]
+        if not group:
+            continue
+        print(f"true {low}-{high - 1}: {len(group)} images, bias {np.mean([r['error'] for r in group]):+.2f}")
+        for small, large in ((0, 6), (6, 10), (10, np.inf)):
+            part = [r for r in group if small <= r["median_px"] < large]
+            if part:
+                relative = np.mean([r["error"] / r["true"] for r in part])
+                print(f"  median head {small:g}-{large:g} px: {len(part)} images, relative bias {relative:+.1%}")
+    print("largest under-counts:")
+    for r in sorted(rows, key=lambda r: r["error"])[:6]:
+        print(f"  {r['id']}: true {r['true']:.0f}, error {r['error']:+.1f}, median head {r['median_px']:.1f} px, "
+              f"{r['tiny']} under {args.tiny_px:g} px, camera {r['elevation_m']:.1f} m up")
+
+
+if __name__ == "__main__":
+    main()
