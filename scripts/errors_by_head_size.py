@@ -5,9 +5,8 @@ against how tall the annotated heads are in pixels (an analysis, not a test).
         [--dataset data/synth-1024] [--tiny-px 2]
 
 The report is an `avcc-stream evaluate` report.json of one checkpoint on a dataset written by
-`avcc-stream synth`, whose meta/<id>.json holds the camera. A head centre at image row y stands at
-depth Z = f (elevation - 1.59 m) / (y - horizon) (the generator's head centre is 0.935 of a 1.7 m
-person up), and the generator draws a head 0.128 of the person's height: about 0.218 f / Z pixels.
+`avcc-stream synth`, whose meta/<id>.json holds the camera; each head's height comes from its point
+and that camera (avcc_stream.data.synth.people.head_heights_from_points).
 """
 
 from __future__ import annotations
@@ -18,16 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-HEAD_CENTRE_M = 0.935 * 1.7  # avcc_stream/data/synth/people.py: head_points
-HEAD_HEIGHT_M = 0.128 * 1.7  # draw_person: head_ry = 0.064 h
+from avcc_stream.data.synth.people import head_heights_from_points
+from avcc_stream.data.synth.scene import Camera
 
 
-def head_heights_px(meta: dict, points: np.ndarray) -> np.ndarray:
-    """Approximate height in pixels of each annotated head (points: (n, 2) x, y)."""
-    camera = meta["scene"]["camera"]
-    drop = max(camera["elevation_m"] - HEAD_CENTRE_M, 0.3)  # a camera below head height: clamp
-    depth = camera["focal"] * drop / np.maximum(points[:, 1] - camera["horizon"], 1.0)
-    return HEAD_HEIGHT_M * camera["focal"] / depth
+def camera_of(meta: dict) -> Camera:
+    """The camera a sample was drawn with, from its meta (as SceneSpec.params writes it)."""
+    camera, (width, height) = meta["scene"]["camera"], meta["size"]
+    return Camera(width, height, camera["horizon"], camera["focal"], camera["elevation_m"], camera["center_x"])
 
 
 def main() -> None:
@@ -44,7 +41,7 @@ def main() -> None:
     for sample_id, true in report["true_counts"].items():
         meta = json.loads((args.dataset / "meta" / f"{sample_id}.json").read_text())
         points = np.asarray(json.loads((args.dataset / "points" / f"{sample_id}.json").read_text()), float).reshape(-1, 2)
-        heights = head_heights_px(meta, points)
+        heights = head_heights_from_points(camera_of(meta), points)
         rows.append({"id": sample_id, "true": true, "error": predicted[sample_id] - true,
                      "median_px": float(np.median(heights)) if len(heights) else float("nan"),
                      "tiny": int((heights < args.tiny_px).sum()), "heads": len(heights),

@@ -14,7 +14,7 @@ from avcc_stream.data.datasets import DiscoDataset, PlainDataset, open_dataset
 from avcc_stream.data.synth.audio import (
     ambient_sound, crowd_sound, expected_talkers, rms, sample_audio_scene, scene_audio,
 )
-from avcc_stream.data.synth.people import draw_scene, head_points, sample_crowd
+from avcc_stream.data.synth.people import HEAD_RADII_SHARE, draw_scene, head_heights_from_points, head_points, sample_crowd
 from avcc_stream.data.synth.raster import Canvas
 from avcc_stream.data.synth.sample import generate_sample
 from avcc_stream.data.synth.scene import PERSON_HEIGHT_M, render_background, sample_scene
@@ -57,6 +57,25 @@ def test_people_shrink_with_distance_on_the_ground_plane():
     assert feet[near].mean() > feet[~near].mean()
     assert np.median(pixel_height[near]) > 1.3 * np.median(pixel_height[~near])
     assert np.all(heads[:, 1] < feet)  # heads above feet
+
+
+def test_head_heights_recovered_from_points_and_camera_match_the_drawn_heads():
+    """scripts/errors_by_head_size.py reads head sizes off a written sample (points and the camera in
+    its meta; no per-person depth): they must match what the generator drew, over every kind of
+    camera, for adults (children are shorter than the 1.7 m the estimate assumes)."""
+    ratios = []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        spec = sample_scene(rng, 1024, 576)
+        crowd = sample_crowd(rng, spec, 150)
+        drawn = 2 * HEAD_RADII_SHARE[1] * PERSON_HEIGHT_M * crowd.scale * spec.camera.pixels_per_metre(crowd.depth)
+        estimated = head_heights_from_points(spec.camera, head_points(crowd, spec))
+        adult = crowd.scale > 0.85
+        ratios.append(estimated[adult] / drawn[adult])
+    ratios = np.concatenate(ratios)
+    assert len(ratios) > 1000
+    assert np.median(np.abs(ratios - 1)) < 0.08
+    assert np.quantile(np.abs(ratios - 1), 0.9) < 0.2
 
 
 def test_hidden_heads_are_not_annotated_and_visible_ones_are():
