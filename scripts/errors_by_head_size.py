@@ -55,6 +55,12 @@ def main() -> None:
     lost = sum(r["error"] for r in crowded_tiny)
     print(f"images with >= 20 of them: {len(crowded_tiny)}, holding {sum(r['tiny'] for r in crowded_tiny)}; "
           f"their summed error {lost:+.1f} ({abs(lost) / np.abs(errors).sum():.0%} of the summed absolute error)")
+    # A diagnostic, not a benchmark: the same predictions against labels without the tiny heads.
+    tiny_per_image = np.array([r["tiny"] for r in rows])
+    truth = np.array([r["true"] for r in rows])
+    mae_without = np.abs(errors + tiny_per_image).mean()
+    print(f"MAE against the counts less those heads: {mae_without:.2f} ({mae_without / (truth - tiny_per_image).mean():.1%} "
+          f"of their mean {(truth - tiny_per_image).mean():.2f}; with them {np.abs(errors).mean() / truth.mean():.1%})")
 
     for low, high in ((100, 200), (200, 500)):
         group = [r for r in rows if low <= r["true"] < high]
