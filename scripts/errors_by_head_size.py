@@ -40,7 +40,8 @@ def main() -> None:
     rows = []
     for sample_id, true in report["true_counts"].items():
         meta = json.loads((args.dataset / "meta" / f"{sample_id}.json").read_text())
-        points = np.asarray(json.loads((args.dataset / "points" / f"{sample_id}.json").read_text()), float).reshape(-1, 2)
+        points_text = (args.dataset / "points" / f"{sample_id}.json").read_text()
+        points = np.asarray(json.loads(points_text), dtype=float).reshape(-1, 2)
         heights = head_heights_from_points(camera_of(meta), points)
         rows.append({"id": sample_id, "true": true, "error": predicted[sample_id] - true,
                      "median_px": float(np.median(heights)) if len(heights) else float("nan"),
@@ -58,9 +59,9 @@ def main() -> None:
     # A diagnostic, not a benchmark: the same predictions against labels without the tiny heads.
     tiny_per_image = np.array([r["tiny"] for r in rows])
     truth = np.array([r["true"] for r in rows])
-    mae_without = np.abs(errors + tiny_per_image).mean()
-    print(f"MAE against the counts less those heads: {mae_without:.2f} ({mae_without / (truth - tiny_per_image).mean():.1%} "
-          f"of their mean {(truth - tiny_per_image).mean():.2f}; with them {np.abs(errors).mean() / truth.mean():.1%})")
+    mae_without, mean_without = np.abs(errors + tiny_per_image).mean(), (truth - tiny_per_image).mean()
+    print(f"MAE against the counts less those heads: {mae_without:.2f} ({mae_without / mean_without:.1%} "
+          f"of their mean {mean_without:.2f}; with them {np.abs(errors).mean() / truth.mean():.1%})")
 
     for low, high in ((100, 200), (200, 500)):
         group = [r for r in rows if low <= r["true"] < high]

@@ -14,7 +14,13 @@ from avcc_stream.data.datasets import DiscoDataset, PlainDataset, open_dataset
 from avcc_stream.data.synth.audio import (
     ambient_sound, crowd_sound, expected_talkers, rms, sample_audio_scene, scene_audio,
 )
-from avcc_stream.data.synth.people import HEAD_RADII_SHARE, draw_scene, head_heights_from_points, head_points, sample_crowd
+from avcc_stream.data.synth.people import (
+    HEAD_RADII_SHARE,
+    draw_scene,
+    head_heights_from_points,
+    head_points,
+    sample_crowd,
+)
 from avcc_stream.data.synth.raster import Canvas
 from avcc_stream.data.synth.sample import generate_sample
 from avcc_stream.data.synth.scene import PERSON_HEIGHT_M, render_background, sample_scene
