@@ -21,12 +21,6 @@ from avcc_stream.data.synth.people import head_heights_from_points
 from avcc_stream.data.synth.scene import Camera
 
 
-def camera_of(meta: dict) -> Camera:
-    """The camera a sample was drawn with, from its meta (as SceneSpec.params writes it)."""
-    camera, (width, height) = meta["scene"]["camera"], meta["size"]
-    return Camera(width, height, camera["horizon"], camera["focal"], camera["elevation_m"], camera["center_x"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="report.json of `avcc-stream evaluate` (one checkpoint)")
@@ -42,7 +36,7 @@ def main() -> None:
         meta = json.loads((args.dataset / "meta" / f"{sample_id}.json").read_text())
         points_text = (args.dataset / "points" / f"{sample_id}.json").read_text()
         points = np.asarray(json.loads(points_text), dtype=float).reshape(-1, 2)
-        heights = head_heights_from_points(camera_of(meta), points)
+        heights = head_heights_from_points(Camera.from_params(meta["scene"]["camera"], meta["size"]), points)
         rows.append({"id": sample_id, "true": true, "error": predicted[sample_id] - true,
                      "median_px": float(np.median(heights)) if len(heights) else float("nan"),
                      "tiny": int((heights < args.tiny_px).sum()), "heads": len(heights),

@@ -23,7 +23,7 @@ from avcc_stream.data.synth.people import (
 )
 from avcc_stream.data.synth.raster import Canvas
 from avcc_stream.data.synth.sample import generate_sample
-from avcc_stream.data.synth.scene import PERSON_HEIGHT_M, render_background, sample_scene
+from avcc_stream.data.synth.scene import PERSON_HEIGHT_M, Camera, render_background, sample_scene
 from avcc_stream.data.synth.writer import assign_splits, sample_seed, write_dataset
 
 SMALL = (192, 108)
@@ -82,6 +82,19 @@ def test_head_heights_recovered_from_points_and_camera_match_the_drawn_heads():
     assert len(ratios) > 1000
     assert np.median(np.abs(ratios - 1)) < 0.08
     assert np.quantile(np.abs(ratios - 1), 0.9) < 0.2
+
+
+def test_a_written_samples_camera_reads_back_from_its_params():
+    sample = generate_sample(7)
+    rng = np.random.default_rng(np.random.SeedSequence(7).spawn(5)[0])
+    camera = sample_scene(rng, 1024, 576).camera  # generate_sample's scene stream, drawn again
+    written = Camera.from_params(json.loads(json.dumps(sample.params))["scene"]["camera"], sample.params["size"])
+    assert (written.width, written.height) == (camera.width, camera.height)
+    assert np.allclose([written.horizon, written.focal, written.elevation, written.center_x],
+                       [camera.horizon, camera.focal, camera.elevation, camera.center_x], atol=0.01)
+    assert sample.count > 0
+    assert np.allclose(head_heights_from_points(written, sample.points),
+                       head_heights_from_points(camera, sample.points), rtol=1e-3)
 
 
 def test_hidden_heads_are_not_annotated_and_visible_ones_are():

@@ -212,8 +212,8 @@ def head_heights_from_points(cam: Camera, points: np.ndarray) -> np.ndarray:
     """How tall in pixels the generator drew the heads annotated at `points` ((n, 2) x, y), from the
     camera alone: a sample's points and meta do not keep each person's depth, so this inverts
     head_points for an adult of 1.7 m (within ~12 % for 9 adults in 10; a child's head comes out up
-    to ~1.9x too large). head_points'
-    row falls monotonically with depth, so a bisection on log depth finds it."""
+    to ~1.9x too large). head_points' row falls monotonically with depth, so a bisection on log depth
+    finds it."""
     rows = np.asarray(points, dtype=np.float64).reshape(-1, 2)[:, 1]
     near, far = np.full(len(rows), np.log(0.05)), np.full(len(rows), np.log(1e5))
     for _ in range(60):

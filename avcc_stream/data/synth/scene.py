@@ -33,6 +33,12 @@ class Camera:
     elevation: float  # metres above the ground
     center_x: float
 
+    @classmethod
+    def from_params(cls, camera: dict[str, Any], size: tuple[int, int]) -> Camera:
+        """The camera of a written sample: its meta's scene.camera (SceneSpec.params) and size."""
+        return cls(int(size[0]), int(size[1]), float(camera["horizon"]), float(camera["focal"]),
+                   float(camera["elevation_m"]), float(camera["center_x"]))
+
     def row_of_depth(self, depth: np.ndarray | float) -> np.ndarray | float:
         return self.horizon + self.focal * self.elevation / depth
 
