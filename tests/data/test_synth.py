@@ -85,16 +85,15 @@ def test_head_heights_recovered_from_points_and_camera_match_the_drawn_heads():
 
 
 def test_a_written_samples_camera_reads_back_from_its_params():
-    sample = generate_sample(7)
-    rng = np.random.default_rng(np.random.SeedSequence(7).spawn(5)[0])
-    camera = sample_scene(rng, 1024, 576).camera  # generate_sample's scene stream, drawn again
-    written = Camera.from_params(json.loads(json.dumps(sample.params))["scene"]["camera"], sample.params["size"])
-    assert (written.width, written.height) == (camera.width, camera.height)
-    assert np.allclose([written.horizon, written.focal, written.elevation, written.center_x],
-                       [camera.horizon, camera.focal, camera.elevation, camera.center_x], atol=0.01)
-    assert sample.count > 0
-    assert np.allclose(head_heights_from_points(written, sample.points),
-                       head_heights_from_points(camera, sample.points), rtol=1e-3)
+    spec = sample_scene(np.random.default_rng(7), 1024, 576)
+    written = json.loads(json.dumps(spec.params()))["camera"]  # as meta/<id>.json holds it
+    camera = Camera.from_params(written, (1024, 576))
+    original = spec.camera
+    assert (camera.width, camera.height) == (original.width, original.height)
+    assert np.allclose([camera.horizon, camera.focal, camera.elevation, camera.center_x],
+                       [original.horizon, original.focal, original.elevation, original.center_x], atol=0.01)
+    points = head_points(sample_crowd(np.random.default_rng(8), spec, 50), spec)
+    assert np.allclose(head_heights_from_points(camera, points), head_heights_from_points(original, points), rtol=1e-3)
 
 
 def test_hidden_heads_are_not_annotated_and_visible_ones_are():

@@ -199,29 +199,30 @@ def figure_of(crowd: Crowd, index: int, spec: SceneSpec) -> Figure:
     )
 
 
+def head_row(cam: Camera, depth: np.ndarray, scale: np.ndarray | float = 1.0) -> np.ndarray:
+    """Image row of the head centre of a person `depth` metres away, `scale` x 1.7 m tall."""
+    foot_y = cam.row_of_depth(depth)
+    height = PERSON_HEIGHT_M * scale * cam.pixels_per_metre(depth)
+    return foot_y - height * cam.foreshortening(foot_y) * HEAD_CENTRE_SHARE
+
+
 def head_points(crowd: Crowd, spec: SceneSpec) -> np.ndarray:
     """(n, 2) head centres (x, y) in pixels: the generator's exact annotation."""
     cam = spec.camera
-    foot_y = cam.row_of_depth(crowd.depth)
-    height = PERSON_HEIGHT_M * crowd.scale * cam.pixels_per_metre(crowd.depth)
-    head_y = foot_y - height * cam.foreshortening(foot_y) * HEAD_CENTRE_SHARE
-    return np.stack([cam.column(crowd.lateral, crowd.depth), head_y], axis=1)
+    return np.stack([cam.column(crowd.lateral, crowd.depth), head_row(cam, crowd.depth, crowd.scale)], axis=1)
 
 
 def head_heights_from_points(cam: Camera, points: np.ndarray) -> np.ndarray:
     """How tall in pixels the generator drew the heads annotated at `points` ((n, 2) x, y), from the
     camera alone: a sample's points and meta do not keep each person's depth, so this inverts
     head_points for an adult of 1.7 m (within ~12 % for 9 adults in 10; a child's head comes out up
-    to ~1.9x too large). head_points' row falls monotonically with depth, so a bisection on log depth
-    finds it."""
+    to ~1.9x too large). head_row falls monotonically with depth, so a bisection on log depth finds
+    it."""
     rows = np.asarray(points, dtype=np.float64).reshape(-1, 2)[:, 1]
     near, far = np.full(len(rows), np.log(0.05)), np.full(len(rows), np.log(1e5))
     for _ in range(60):
         mid = 0.5 * (near + far)
-        depth = np.exp(mid)
-        foot_y = cam.row_of_depth(depth)
-        head_y = foot_y - PERSON_HEIGHT_M * cam.pixels_per_metre(depth) * cam.foreshortening(foot_y) * HEAD_CENTRE_SHARE
-        below = head_y > rows  # this depth draws the head lower in the frame: the person is farther
+        below = head_row(cam, np.exp(mid)) > rows  # drawn lower in the frame: the person is farther
         near, far = np.where(below, mid, near), np.where(below, far, mid)
     return 2.0 * HEAD_RADII_SHARE[1] * PERSON_HEIGHT_M * cam.pixels_per_metre(np.exp(0.5 * (near + far)))
 
