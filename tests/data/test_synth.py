@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -66,7 +68,7 @@ def test_people_shrink_with_distance_on_the_ground_plane():
 
 
 def test_head_heights_recovered_from_points_and_camera_match_the_drawn_heads():
-    """scripts/errors_by_head_size.py reads head sizes off a written sample (points and the camera in
+    """scripts/errors_by_scene.py reads head sizes off a written sample (points and the camera in
     its meta; no per-person depth): they must match what the generator drew, over every kind of
     camera, for adults (children are shorter than the 1.7 m the estimate assumes)."""
     ratios = []
@@ -94,6 +96,28 @@ def test_a_written_samples_camera_reads_back_from_its_params():
                        [original.horizon, original.focal, original.elevation, original.center_x], atol=0.01)
     points = head_points(sample_crowd(np.random.default_rng(8), spec, 50), spec)
     assert np.allclose(head_heights_from_points(camera, points), head_heights_from_points(original, points), rtol=1e-3)
+
+
+def test_error_analysis_script_reads_a_written_dataset_and_an_evaluate_report(tmp_path):
+    """scripts/errors_by_scene.py end to end: a written dataset, a report in evaluate's shape with known
+    errors; its MAE and its per-attribute image counts must come out of those."""
+    root = tmp_path / "syn"
+    write_dataset(root, count=6, seed=3, size=SMALL, splits=(0, 1, 0))
+    ids = (root / "splits" / "val.txt").read_text().split()
+    true = {i: float(len(json.loads((root / "points" / f"{i}.json").read_text()))) for i in ids}
+    errors = dict(zip(ids, (4.0, -2.0, 0.0, 6.0, -1.0, 1.0)))
+    report = {"table": {"model": {}}, "true_counts": true,
+              "predictions": {"model": {"regular": {i: true[i] + errors[i] for i in ids}}}}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    script = Path(__file__).resolve().parents[2] / "scripts" / "errors_by_scene.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "report.json"), "--dataset", str(root)],
+                            capture_output=True, text=True, check=True)
+    out = result.stdout
+    assert "model, 6 images, regular MAE 2.33" in out
+    for attribute in ("camera height", "ground palette", "crowd layout", "scene objects"):
+        block = out.split(f"by {attribute}:")[1].split("\nby ")[0]
+        counts = [int(line.split(":")[1].split(",")[0]) for line in block.strip().splitlines()[1:]]
+        assert sum(counts) == 6, (attribute, block)
 
 
 def test_hidden_heads_are_not_annotated_and_visible_ones_are():

@@ -1,7 +1,8 @@
-"""Where a checkpoint's count goes missing on a synthetic dataset: its regular-setting errors set
-against how tall the annotated heads are in pixels (an analysis, not a test).
+"""Where a checkpoint's error lives on a synthetic dataset: its regular-setting errors set against
+how tall the annotated heads are in pixels and against what the generator drew in each scene
+(camera height, ground, layout, lighting, occluders). An analysis, not a test.
 
-    .venv/bin/python scripts/errors_by_head_size.py data/eval-31/val-cc-av-avg/report.json \
+    .venv/bin/python scripts/errors_by_scene.py data/eval-31/val-cc-av-avg/report.json \
         [--dataset data/synth-1024] [--tiny-px 2]
 
 The report is an `avcc-stream evaluate` report.json of one checkpoint on a dataset written by
@@ -40,7 +41,7 @@ def main() -> None:
         rows.append({"id": sample_id, "true": true, "error": predicted[sample_id] - true,
                      "median_px": float(np.median(heights)) if len(heights) else float("nan"),
                      "tiny": int((heights < args.tiny_px).sum()), "heads": len(heights),
-                     "elevation_m": meta["scene"]["camera"]["elevation_m"]})
+                     "elevation_m": meta["scene"]["camera"]["elevation_m"], "scene": scene_attributes(meta)})
 
     errors = np.array([r["error"] for r in rows])
     print(f"{args.report}: {label}, {len(rows)} images, regular MAE {np.abs(errors).mean():.2f}")
@@ -71,6 +72,49 @@ def main() -> None:
     for r in sorted(rows, key=lambda r: r["error"])[:6]:
         print(f"  {r['id']}: true {r['true']:.0f}, error {r['error']:+.1f}, median head {r['median_px']:.1f} px, "
               f"{r['tiny']} under {args.tiny_px:g} px, camera {r['elevation_m']:.1f} m up")
+
+    print_by_attribute(rows)
+
+
+def _binned(value: float, edges: tuple[float, ...], unit: str = "") -> str:
+    """'<a', 'a-b' or '>=b' for the bin of `value` between consecutive edges."""
+    if value < edges[0]:
+        return f"<{edges[0]:g}{unit}"
+    for low, high in zip(edges, edges[1:]):
+        if value < high:
+            return f"{low:g}-{high:g}{unit}"
+    return f">={edges[-1]:g}{unit}"
+
+
+def scene_attributes(meta: dict) -> dict[str, str]:
+    """What the generator drew in one sample, from its meta/<id>.json, as a category per attribute."""
+    scene, lighting = meta["scene"], meta["scene"]["lighting"]
+    hidden_share = meta["people_hidden_or_cut"] / max(meta["people_placed"], 1)
+    return {
+        "camera height": _binned(scene["camera"]["elevation_m"], (4, 10), " m"),
+        "indoor": str(scene["indoor"]),
+        "ground palette": scene["ground"]["palette"],
+        "ground pattern": scene["ground"]["pattern"],
+        "crowd layout": meta["crowd"]["layout"],
+        "exposure": _binned(lighting["exposure"], (0.5, 0.8)),
+        "spotlights": str(lighting["spots"] > 0),
+        "fog": str(lighting["fog_distance_m"] is not None),
+        "people hidden or cut (share of placed)": _binned(hidden_share, (0.2, 0.4)),
+        "scene objects": str(len(meta["objects"])) if len(meta["objects"]) < 4 else "4 or more",
+    }
+
+
+def print_by_attribute(rows: list[dict]) -> None:
+    """Per attribute value: images, MAE, bias, error relative to the people there, share of all error."""
+    total_error = sum(abs(r["error"]) for r in rows)
+    for attribute in rows[0]["scene"]:
+        print(f"by {attribute}: images, MAE, bias, summed |error| / summed count, share of the summed |error|")
+        for value in sorted({r["scene"][attribute] for r in rows}):
+            group = [r for r in rows if r["scene"][attribute] == value]
+            errors = np.array([r["error"] for r in group])
+            people = sum(r["true"] for r in group)
+            print(f"  {value}: {len(group)}, {np.abs(errors).mean():.2f}, {errors.mean():+.2f}, "
+                  f"{np.abs(errors).sum() / max(people, 1):.1%}, {np.abs(errors).sum() / total_error:.0%}")
 
 
 if __name__ == "__main__":
