@@ -3,11 +3,14 @@ how tall the annotated heads are in pixels and against what the generator drew i
 (camera height, ground, layout, lighting, occluders). An analysis, not a test.
 
     .venv/bin/python scripts/errors_by_scene.py data/eval-31/val-cc-av-avg/report.json \
-        [--dataset data/synth-1024] [--tiny-px 2]
+        [--dataset data/synth-1024] [--tiny-px 2] [--visible-px 1,2,3,4,6]
 
 The report is an `avcc-stream evaluate` report.json of one checkpoint on a dataset written by
 `avcc-stream synth`, whose meta/<id>.json holds the camera; each head's height comes from its point
-and that camera (avcc_stream.data.synth.people.head_heights_from_points).
+and that camera (avcc_stream.data.synth.people.head_heights_from_points). With --visible-px the
+script also makes every sample again from the seed in its meta (same generator version) to learn how
+many pixels of each annotated head are left visible, and scores the predictions against the counts
+less the heads with at most k visible pixels: what the error would be if such heads were not labelled.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from avcc_stream.data.synth.people import head_heights_from_points
+from avcc_stream.data.synth.sample import GENERATOR_VERSION, generate_sample
 from avcc_stream.data.synth.scene import Camera
 
 
@@ -27,6 +31,8 @@ def main() -> None:
     parser.add_argument("report", type=Path, help="report.json of `avcc-stream evaluate` (one checkpoint)")
     parser.add_argument("--dataset", type=Path, default=Path("data/synth-1024"), help="the synth dataset it ran on")
     parser.add_argument("--tiny-px", type=float, default=2.0, help="a head shorter than this counts as tiny")
+    parser.add_argument("--visible-px", type=lambda text: [int(k) for k in text.split(",")], default=[],
+                        help="comma-separated k: also score against the counts less heads with <= k visible pixels")
     args = parser.parse_args()
 
     report = json.loads(args.report.read_text())
@@ -74,6 +80,8 @@ def main() -> None:
               f"{r['tiny']} under {args.tiny_px:g} px, camera {r['elevation_m']:.1f} m up")
 
     print_by_attribute(rows)
+    if args.visible_px:
+        print_without_barely_visible_heads(rows, args.dataset, args.visible_px)
 
 
 def _binned(value: float, edges: tuple[float, ...], unit: str = "") -> str:
@@ -115,6 +123,32 @@ def print_by_attribute(rows: list[dict]) -> None:
             people = sum(r["true"] for r in group)
             print(f"  {value}: {len(group)}, {np.abs(errors).mean():.2f}, {errors.mean():+.2f}, "
                   f"{np.abs(errors).sum() / max(people, 1):.1%}, {np.abs(errors).sum() / total_error:.0%}")
+
+
+def print_without_barely_visible_heads(rows: list[dict], dataset: Path, thresholds: list[int]) -> None:
+    """Per k: heads with <= k visible pixels, how their number per image follows the error, and the
+    MAE against the counts without them (a diagnostic of the labels, not a benchmark)."""
+    max_people = json.loads((dataset / "synth.json").read_text())["max_people"]
+    visible = []
+    for r in rows:
+        meta = json.loads((dataset / "meta" / f"{r['id']}.json").read_text())
+        if meta["generator_version"] != GENERATOR_VERSION:
+            raise SystemExit(f"{r['id']}: written by generator version {meta['generator_version']}, "
+                             f"this one is {GENERATOR_VERSION}: its samples cannot be made again")
+        sample = generate_sample(meta["seed"], tuple(meta["size"]), max_people)
+        if sample.count != r["true"]:
+            raise SystemExit(f"{r['id']}: made again it has {sample.count} heads, the dataset {r['true']:.0f}")
+        visible.append(sample.head_visible_pixels)
+    errors = np.array([r["error"] for r in rows])
+    truth = np.array([r["true"] for r in rows])
+    print(f"against the counts less the heads with <= k visible pixels (as is: MAE {np.abs(errors).mean():.2f}, "
+          f"{np.abs(errors).mean() / truth.mean():.1%} of the mean):")
+    for k in thresholds:
+        left_out = np.array([int((pixels <= k).sum()) for pixels in visible])
+        mae, mean = np.abs(errors + left_out).mean(), (truth - left_out).mean()
+        correlation = np.corrcoef(left_out, errors)[0, 1] if left_out.std() > 0 else float("nan")
+        print(f"  k={k}: {left_out.sum()} heads ({left_out.sum() / max(truth.sum(), 1):.1%}), correlation with the "
+              f"error {correlation:+.2f}, MAE {mae:.2f} ({mae / mean:.1%} of {mean:.2f})")
 
 
 if __name__ == "__main__":

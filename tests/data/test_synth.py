@@ -110,14 +110,28 @@ def test_error_analysis_script_reads_a_written_dataset_and_an_evaluate_report(tm
               "predictions": {"model": {"regular": {i: true[i] + errors[i] for i in ids}}}}
     (tmp_path / "report.json").write_text(json.dumps(report))
     script = Path(__file__).resolve().parents[2] / "scripts" / "errors_by_scene.py"
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "report.json"), "--dataset", str(root)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "report.json"), "--dataset", str(root),
+                             "--visible-px", "0,1000000"], capture_output=True, text=True, check=True)
     out = result.stdout
     assert "model, 6 images, regular MAE 2.33" in out
+    # k=0 leaves every head in (each annotated head shows a pixel); k=huge leaves every head out, and
+    # the error becomes the prediction itself: mean of (true + error) over the images.
+    assert "k=0: 0 heads (0.0%)" in out
+    all_out = np.mean([true[i] + errors[i] for i in ids])
+    assert f"k=1000000: {sum(true.values()):.0f} heads (100.0%)" in out
+    assert f"MAE {all_out:.2f}" in out.split("k=1000000:")[1]
     for attribute in ("camera height", "ground palette", "crowd layout", "scene objects"):
-        block = out.split(f"by {attribute}:")[1].split("\nby ")[0]
+        block = out.split(f"by {attribute}:")[1].split("\nby ")[0].split("\nagainst")[0]
         counts = [int(line.split(":")[1].split(",")[0]) for line in block.strip().splitlines()[1:]]
         assert sum(counts) == 6, (attribute, block)
+
+
+def test_a_sample_knows_how_much_of_each_annotated_head_shows():
+    sample = generate_sample(21, (1024, 576))
+    assert sample.count > 20
+    assert sample.head_visible_pixels.shape == (sample.count,)
+    assert sample.head_visible_pixels.min() >= 1  # the rule: at least a pixel (and 35 % of the head)
+    assert sample.head_visible_pixels.max() > 10 * sample.head_visible_pixels.min()  # near and far heads
 
 
 def test_hidden_heads_are_not_annotated_and_visible_ones_are():

@@ -318,6 +318,15 @@ def _head_area(canvas: Canvas, index: int, x: float, y: float, rx: float, ry: fl
     return int(np.count_nonzero(canvas.labels[top:bottom, left:right] == label))
 
 
+def visible_head_pixels(canvas: Canvas, people: int) -> np.ndarray:
+    """(people,) how many pixels of each person's head the label buffer still shows (nearer things
+    drawn over it take theirs away); head labels are the even ones (`head_label`)."""
+    if not people:
+        return np.zeros(0, np.int64)
+    labels = canvas.labels[canvas.labels >= 0]
+    return np.bincount(labels, minlength=2 * people)[0 : 2 * people : 2]
+
+
 def draw_scene(
     canvas: Canvas, spec: SceneSpec, objects: list[SceneObject], crowd: Crowd
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -333,8 +342,7 @@ def draw_scene(
         else:
             head_area[index] = draw_person(canvas, crowd, index, spec)
     points = head_points(crowd, spec)
-    labels = canvas.labels[canvas.labels >= 0]
-    remaining = np.bincount(labels, minlength=2 * n)[0 : 2 * n : 2] if n else np.zeros(0, np.int64)
+    remaining = visible_head_pixels(canvas, n)
     in_frame = (
         (points[:, 0] >= 0) & (points[:, 0] < canvas.width) & (points[:, 1] >= 0) & (points[:, 1] < canvas.height)
     )
