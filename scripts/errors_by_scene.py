@@ -35,24 +35,38 @@ def main() -> None:
                         help="comma-separated k: also score against the counts less heads with <= k visible pixels")
     args = parser.parse_args()
 
-    report = json.loads(args.report.read_text())
+    label, rows = read_rows(args.report, args.dataset, args.tiny_px)
+    mae = np.mean([abs(r["error"]) for r in rows])
+    print(f"{args.report}: {label}, {len(rows)} images, regular MAE {mae:.2f}")
+    print_by_head_size(rows, args.tiny_px)
+    print_by_attribute(rows)
+    if args.visible_px:
+        print_without_barely_visible_heads(rows, args.dataset, args.visible_px)
+
+
+def read_rows(report_path: Path, dataset: Path, tiny_px: float) -> tuple[str, list[dict]]:
+    """The report's checkpoint and one row per image: its count, its error, its heads' sizes, its scene."""
+    report = json.loads(report_path.read_text())
     label = next(iter(report["table"]))
     predicted = report["predictions"][label]["regular"]
     rows = []
     for sample_id, true in report["true_counts"].items():
-        meta = json.loads((args.dataset / "meta" / f"{sample_id}.json").read_text())
-        points_text = (args.dataset / "points" / f"{sample_id}.json").read_text()
+        meta = json.loads((dataset / "meta" / f"{sample_id}.json").read_text())
+        points_text = (dataset / "points" / f"{sample_id}.json").read_text()
         points = np.asarray(json.loads(points_text), dtype=float).reshape(-1, 2)
         heights = head_heights_from_points(Camera.from_params(meta["scene"]["camera"], meta["size"]), points)
         rows.append({"id": sample_id, "true": true, "error": predicted[sample_id] - true,
                      "median_px": float(np.median(heights)) if len(heights) else float("nan"),
-                     "tiny": int((heights < args.tiny_px).sum()), "heads": len(heights),
+                     "tiny": int((heights < tiny_px).sum()), "heads": len(heights),
                      "elevation_m": meta["scene"]["camera"]["elevation_m"], "scene": scene_attributes(meta)})
+    return label, rows
 
+
+def print_by_head_size(rows: list[dict], tiny_px: float) -> None:
+    """How the error follows the size of the heads: the tiny ones, and the dense bins by median size."""
     errors = np.array([r["error"] for r in rows])
-    print(f"{args.report}: {label}, {len(rows)} images, regular MAE {np.abs(errors).mean():.2f}")
     heads, tiny = sum(r["heads"] for r in rows), sum(r["tiny"] for r in rows)
-    print(f"heads under {args.tiny_px:g} px: {tiny} of {heads} ({tiny / max(heads, 1):.1%})")
+    print(f"heads under {tiny_px:g} px: {tiny} of {heads} ({tiny / max(heads, 1):.1%})")
     crowded_tiny = [r for r in rows if r["tiny"] >= 20]
     lost = sum(r["error"] for r in crowded_tiny)
     print(f"images with >= 20 of them: {len(crowded_tiny)}, holding {sum(r['tiny'] for r in crowded_tiny)}; "
@@ -77,11 +91,7 @@ def main() -> None:
     print("largest under-counts:")
     for r in sorted(rows, key=lambda r: r["error"])[:6]:
         print(f"  {r['id']}: true {r['true']:.0f}, error {r['error']:+.1f}, median head {r['median_px']:.1f} px, "
-              f"{r['tiny']} under {args.tiny_px:g} px, camera {r['elevation_m']:.1f} m up")
-
-    print_by_attribute(rows)
-    if args.visible_px:
-        print_without_barely_visible_heads(rows, args.dataset, args.visible_px)
+              f"{r['tiny']} under {tiny_px:g} px, camera {r['elevation_m']:.1f} m up")
 
 
 def _binned(value: float, edges: tuple[float, ...], unit: str = "") -> str:
