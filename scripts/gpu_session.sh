@@ -37,8 +37,8 @@ lscpu | grep -E "Model name|^CPU\(s\)"
 $PY -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.is_available())"
 
 stage "scenes ($COUNT, $WORKERS workers) in the background; GPU tests meanwhile"
-rm -rf data/synth-1024-d
-( $PY -m avcc_stream synth --out data/synth-1024-d --count "$COUNT" --seed 20261206 --size 1024x576 \
+rm -rf data/synth-1024-gpu
+( $PY -m avcc_stream synth --out data/synth-1024-gpu --count "$COUNT" --seed 20261207 --size 1024x576 \
     --splits 0.97,0.03,0 --workers "$WORKERS" --max-people 400 > /tmp/synth.log 2>&1; echo "synth rc=$?" >> /tmp/synth.log ) &
 SYNTH=$!
 timeout 200 $PY -m pytest -p no:cacheprovider -q -rA -m gpu tests/model/test_forward.py tests/stream/test_infer.py \
