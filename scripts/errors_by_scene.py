@@ -58,7 +58,8 @@ def read_rows(report_path: Path, dataset: Path, tiny_px: float) -> tuple[str, li
         rows.append({"id": sample_id, "true": true, "error": predicted[sample_id] - true,
                      "median_px": float(np.median(heights)) if len(heights) else float("nan"),
                      "tiny": int((heights < tiny_px).sum()), "heads": len(heights),
-                     "elevation_m": meta["scene"]["camera"]["elevation_m"], "scene": scene_attributes(meta)})
+                     "elevation_m": meta["scene"]["camera"]["elevation_m"], "scene": scene_attributes(meta),
+                     "made_by": (meta["generator_version"], meta["seed"], tuple(meta["size"]))})
     return label, rows
 
 
@@ -141,11 +142,11 @@ def print_without_barely_visible_heads(rows: list[dict], dataset: Path, threshol
     max_people = json.loads((dataset / "synth.json").read_text())["max_people"]
     visible = []
     for r in rows:
-        meta = json.loads((dataset / "meta" / f"{r['id']}.json").read_text())
-        if meta["generator_version"] != GENERATOR_VERSION:
-            raise SystemExit(f"{r['id']}: written by generator version {meta['generator_version']}, "
+        version, seed, size = r["made_by"]
+        if version != GENERATOR_VERSION:
+            raise SystemExit(f"{r['id']}: written by generator version {version}, "
                              f"this one is {GENERATOR_VERSION}: its samples cannot be made again")
-        sample = generate_sample(meta["seed"], tuple(meta["size"]), max_people)
+        sample = generate_sample(seed, size, max_people)
         if sample.count != r["true"]:
             raise SystemExit(f"{r['id']}: made again it has {sample.count} heads, the dataset {r['true']:.0f}")
         visible.append(sample.head_visible_pixels)

@@ -139,7 +139,7 @@ def test_hidden_heads_are_not_annotated_and_visible_ones_are():
     spec = sample_scene(rng, 320, 180)
     crowd = sample_crowd(rng, spec, 400)
     canvas = Canvas(render_background(spec, rng))
-    heads, annotated = draw_scene(canvas, spec, [], crowd)
+    heads, annotated, _ = draw_scene(canvas, spec, [], crowd)
     in_frame = (heads[:, 0] >= 0) & (heads[:, 0] < 320) & (heads[:, 1] >= 0) & (heads[:, 1] < 180)
     assert annotated.sum() < in_frame.sum()  # 400 people: some heads hide others
     assert np.all(in_frame[annotated])

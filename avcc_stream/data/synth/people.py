@@ -318,7 +318,7 @@ def _head_area(canvas: Canvas, index: int, x: float, y: float, rx: float, ry: fl
     return int(np.count_nonzero(canvas.labels[top:bottom, left:right] == label))
 
 
-def visible_head_pixels(canvas: Canvas, people: int) -> np.ndarray:
+def _visible_head_pixels(canvas: Canvas, people: int) -> np.ndarray:
     """(people,) how many pixels of each person's head the label buffer still shows (nearer things
     drawn over it take theirs away); head labels are the even ones (`head_label`)."""
     if not people:
@@ -329,8 +329,9 @@ def visible_head_pixels(canvas: Canvas, people: int) -> np.ndarray:
 
 def draw_scene(
     canvas: Canvas, spec: SceneSpec, objects: list[SceneObject], crowd: Crowd
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw objects and people far to near. Returns (head points (n, 2), annotated (n,) bool)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw objects and people far to near. Returns (head points (n, 2), annotated (n,) bool, pixels
+    of each head left visible (n,))."""
     n = len(crowd)
     drawables = [(float(obj.depth), 1, i) for i, obj in enumerate(objects)]
     drawables += [(float(crowd.depth[i]), 0, i) for i in range(n)]
@@ -342,9 +343,9 @@ def draw_scene(
         else:
             head_area[index] = draw_person(canvas, crowd, index, spec)
     points = head_points(crowd, spec)
-    remaining = visible_head_pixels(canvas, n)
+    remaining = _visible_head_pixels(canvas, n)
     in_frame = (
         (points[:, 0] >= 0) & (points[:, 0] < canvas.width) & (points[:, 1] >= 0) & (points[:, 1] < canvas.height)
     )
     visible = remaining >= np.maximum(HEAD_VISIBLE_FRACTION * head_area, 1)
-    return points, in_frame & visible
+    return points, in_frame & visible, remaining

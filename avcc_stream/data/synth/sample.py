@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from avcc_stream.data.synth.audio import sample_audio_scene, scene_audio
-from avcc_stream.data.synth.people import draw_scene, sample_crowd, visible_head_pixels
+from avcc_stream.data.synth.people import draw_scene, sample_crowd
 from avcc_stream.data.synth.raster import Canvas
 from avcc_stream.data.synth.scene import render_background, sample_objects, sample_scene
 
@@ -94,8 +94,7 @@ def generate_sample(seed: int, size: tuple[int, int] = (1024, 576), max_people: 
     crowd = sample_crowd(crowd_rng, spec, sample_people_count(crowd_rng, max_people))
 
     canvas = Canvas(render_background(spec, background_rng))
-    heads, annotated = draw_scene(canvas, spec, objects, crowd)
-    head_visible_pixels = visible_head_pixels(canvas, len(crowd))[annotated]
+    heads, annotated, visible_pixels = draw_scene(canvas, spec, objects, crowd)
     rgb = canvas.rgb * spec.lighting.light_map(width, height)
     image, effects = camera_effects(rgb, camera_rng)
 
@@ -120,4 +119,4 @@ def generate_sample(seed: int, size: tuple[int, int] = (1024, 576), max_people: 
         "jpeg_quality": int(camera_rng.integers(70, 96)),
         "audio": sound.params(),
     }
-    return SynthSample(image, points, audio, sound.sample_rate, params, head_visible_pixels)
+    return SynthSample(image, points, audio, sound.sample_rate, params, visible_pixels[annotated])

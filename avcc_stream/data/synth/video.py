@@ -181,7 +181,7 @@ def render_frame(spec: SceneSpec, background: np.ndarray, light: np.ndarray, obj
                  ) -> tuple[np.ndarray, np.ndarray]:
     """One frame as H x W x 3 uint8 RGB, and the annotated head points (N, 2)."""
     canvas = Canvas(background)
-    heads, annotated = draw_scene(canvas, spec, objects, crowd)
+    heads, annotated, _ = draw_scene(canvas, spec, objects, crowd)
     canvas.rgb *= light
     image = (np.clip(canvas.rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return image, heads[annotated]
