@@ -46,6 +46,13 @@ class ModelConfig(BaseModel):
         "gives the trunk the feature maps a 512x288 one would, while the stem's first conv reads all "
         "pixels as 12 channels, so people a few pixels tall are not averaged away",
     )
+    stem_units: int = Field(
+        0,
+        ge=0,
+        title="bottleneck units between the stem's two convs (ours; 0 in every preset): extra depth at the "
+        "highest resolution the network has, where heads a few pixels tall are still more than a speck. "
+        "Each unit's last batch norm starts at zero, so a checkpoint without them warm-starts exactly",
+    )
     branch_channels: tuple[int, int, int] = Field((32, 64, 128), title="channels of S1, S2, S3")
     units_per_block: int = Field(4, ge=1, title="bottleneck units per residual-structure (RS) block")
     num_stages: int = Field(3, ge=2, title="RS stages; the first has S1, S2, later ones S1, S2, S3")

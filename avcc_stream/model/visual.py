@@ -25,13 +25,15 @@ from avcc_stream.model.fusion import BranchFusion, conv_bn, fusion_schedule
 class Bottleneck(nn.Module):
     """ResNet's three-layer unit (1x1, 3x3, 1x1) with expansion 1 and an identity shortcut."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, *, identity_at_init: bool = False) -> None:
         super().__init__()
         self.body = nn.Sequential(
             conv_bn(channels, channels, 1),
             conv_bn(channels, channels, 3),
             conv_bn(channels, channels, 1, relu=False),
         )
+        if identity_at_init:  # the last BN's scale at 0: the unit passes its (non-negative) input through
+            nn.init.zeros_(self.body[2][1].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x + self.body(x))
@@ -47,20 +49,27 @@ class Stem(nn.Module):
 
     With `unshuffle` > 1 the image is first pixel-unshuffled (each unshuffle x unshuffle block
     becomes 3 * unshuffle**2 channels), so the first conv reads every pixel at the lower size.
+    `units` > 0 puts that many bottleneck units between the two convs (`refine`), each starting
+    as the identity; without them the state dict is the presets' own.
     """
 
-    def __init__(self, out_channels: int, total_stride: int, unshuffle: int = 1) -> None:
+    def __init__(self, out_channels: int, total_stride: int, unshuffle: int = 1, units: int = 0) -> None:
         super().__init__()
         first, second = {1: (1, 1), 2: (2, 1), 4: (2, 2)}[total_stride]
         self.unshuffle = unshuffle
         self.layers = nn.Sequential(
             conv_bn(3 * unshuffle**2, out_channels, 3, first), conv_bn(out_channels, out_channels, 3, second)
         )
+        self.refine = (
+            nn.Sequential(*(Bottleneck(out_channels, identity_at_init=True) for _ in range(units))) if units else None
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.unshuffle > 1:
             image = nn.functional.pixel_unshuffle(image, self.unshuffle)
-        return self.layers(image)
+        if self.refine is None:
+            return self.layers(image)
+        return self.layers[1](self.refine(self.layers[0](image)))
 
 
 class MultiScaleBranches(nn.Module):
@@ -189,7 +198,7 @@ class VisualFeatureExtractor(nn.Module):
 
     def __init__(self, cfg: ModelConfig, audio_dim: int | None) -> None:
         super().__init__()
-        self.stem = Stem(cfg.branch_channels[0], cfg.stem_stride, cfg.input_unshuffle)
+        self.stem = Stem(cfg.branch_channels[0], cfg.stem_stride, cfg.input_unshuffle, cfg.stem_units)
         self.branches = MultiScaleBranches(cfg, audio_dim)
         head = PixelHead if cfg.patch_embedding == "pixels" else MergeHead
         self.merge_head = head(cfg, self.branches.num_branches)

@@ -263,6 +263,34 @@ def test_init_from_a_512_model_into_the_unshuffled_1024_preset_starts_where_it_w
     assert torch.allclose(got.count, expected.count, rtol=1e-5, atol=1e-4)
 
 
+def test_stem_units_added_to_a_trained_model_start_as_the_identity_and_then_learn(tmp_path: Path) -> None:
+    """model.stem_units: a checkpoint without the units warm-starts the model with them exactly (the
+    units are all it keeps fresh), and one training step moves the units' weights."""
+    from avcc_stream.model.checkpoint import warm_start
+    from avcc_stream.model.config import ModelConfig
+    from avcc_stream.model.network import build_model
+    from tests.model.helpers import SMALL_WIDTHS, make_random_checkpoint, random_batch
+
+    widths = {**SMALL_WIDTHS, "patch_embedding": "pixels", "ccm_residual": True, "audio_fill": "blend"}
+    source = make_random_checkpoint(tmp_path, "cc-av-1024-cpu", seed=6, **widths)
+    old = load_checkpoint(source).model.eval()
+    new = build_model(ModelConfig.from_preset("cc-av-1024-cpu", stem_units=2, **widths))
+    started = warm_start(new, source)
+    assert started.kept and all(name.startswith("vfe.stem.refine.") for name in started.kept)
+
+    images, audio = random_batch(new.config, 2, seed=4)
+    with torch.no_grad():
+        expected, got = old(images, audio), new.eval()(images, audio)
+    assert torch.equal(got.density, expected.density)
+
+    new.train()
+    before = {n: p.detach().clone() for n, p in new.named_parameters() if n.startswith("vfe.stem.refine.")}
+    new.zero_grad()
+    new(images, audio).count.sum().backward()
+    torch.optim.SGD([p for n, p in new.named_parameters() if n in before], lr=0.1).step()
+    moved = [n for n, p in new.named_parameters() if n in before and not torch.equal(p, before[n])]
+    assert any(n.endswith("body.2.1.weight") for n in moved)  # the zeroed scale is what opens each unit
+
 def test_init_from_a_checkpoint_that_shares_nothing_is_an_error(tmp_path: Path) -> None:
     from avcc_stream.model.checkpoint import CheckpointError, warm_start
     from avcc_stream.model.config import ModelConfig
