@@ -60,15 +60,12 @@ class Stem(nn.Module):
         self.layers = nn.Sequential(
             conv_bn(3 * unshuffle**2, out_channels, 3, first), conv_bn(out_channels, out_channels, 3, second)
         )
-        self.refine = (
-            nn.Sequential(*(Bottleneck(out_channels, identity_at_init=True) for _ in range(units))) if units else None
-        )
+        # Empty (no parameters, passes its input on) when units == 0.
+        self.refine = nn.Sequential(*(Bottleneck(out_channels, identity_at_init=True) for _ in range(units)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.unshuffle > 1:
             image = nn.functional.pixel_unshuffle(image, self.unshuffle)
-        if self.refine is None:
-            return self.layers(image)
         return self.layers[1](self.refine(self.layers[0](image)))
 
 
